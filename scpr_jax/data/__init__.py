@@ -1,0 +1,1 @@
+"""Offline trajectories (D_tau) and crowd preference sets (D_pref)."""
