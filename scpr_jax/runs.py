@@ -1,0 +1,79 @@
+"""Run directories: atomic artifact writes and stage bookkeeping so long runs resume.
+
+A run directory holds one sub-directory per stage (``collect/``, ``label/``, ...). A stage
+writes its artifacts atomically (temp file + ``os.replace``) and finally ``DONE.json`` with
+its summary and config; a stage whose ``DONE.json`` exists is skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that readers see either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy / jax arrays and scalars
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, float) and not np.isfinite(x):
+        return str(x)
+    return x
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """JSON dump (arrays converted to lists) written atomically."""
+    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Text file written atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+class RunDir:
+    """A run directory with one sub-directory per stage."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str) -> Path:
+        """Directory of stage ``name`` (created)."""
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def done(self, name: str) -> dict | None:
+        """The stage's recorded summary if it finished, else None."""
+        marker = self.root / name / "DONE.json"
+        if not marker.exists():
+            return None
+        return json.loads(marker.read_text())
+
+    def mark_done(self, name: str, summary: dict) -> None:
+        """Records that stage ``name`` finished (after all its artifacts are written)."""
+        atomic_write_json(self.stage(name) / "DONE.json", summary)

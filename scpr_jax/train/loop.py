@@ -1,0 +1,124 @@
+"""One training loop for every stage: K updates per jitted scan chunk, then Python.
+
+An algorithm provides ``update(state, batch, key) -> (state, metrics)`` and a sampler
+``sample(key, data) -> batch`` that draws a minibatch from on-device data inside the scan.
+Between chunks the loop logs, evaluates, checks for NaNs and writes an orbax checkpoint of
+the whole `LoopState` (algorithm state, RNG key, update count), so a stopped stage resumes
+where it stopped and finishes with the same parameters as an uninterrupted run.
+
+Seeds: give `train_loop` a `LoopState` whose leaves carry a leading seed axis and set
+``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import struct
+
+from scpr_jax.train.logging import MetricLogger
+
+
+@struct.dataclass
+class LoopState:
+    """Everything a stage needs to resume: algorithm state, RNG key, updates done."""
+
+    algo: Any
+    key: jax.Array  # [2] uint32 PRNG key
+    step: jax.Array  # [] int32
+
+
+def make_chunk(
+    update: Callable[[Any, Any, jax.Array], tuple[Any, dict]],
+    sample: Callable[[jax.Array, Any], Any],
+    n_updates: int,
+) -> Callable[[LoopState, Any], tuple[LoopState, dict]]:
+    """A pure function running ``n_updates`` updates in one ``lax.scan``; metrics averaged."""
+
+    def chunk(loop: LoopState, data: Any) -> tuple[LoopState, dict]:
+        def body(algo, key):
+            k_batch, k_update = jax.random.split(key)
+            return update(algo, sample(k_batch, data), k_update)
+
+        key, k_chunk = jax.random.split(loop.key)
+        algo, metrics = jax.lax.scan(body, loop.algo, jax.random.split(k_chunk, n_updates))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return LoopState(algo=algo, key=key, step=loop.step + n_updates), metrics
+
+    return chunk
+
+
+def _check_finite(stage: str, step: int, metrics: dict[str, np.ndarray]) -> None:
+    for name, value in metrics.items():
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(
+                f"stage {stage!r}: metric {name!r} is not finite ({value}) at update {step}; "
+                "stopping instead of writing garbage (last good checkpoint kept)"
+            )
+
+
+def train_loop(
+    stage: str,
+    loop: LoopState,
+    chunk: Callable[[LoopState, Any], tuple[LoopState, dict]],
+    data: Any,
+    total_updates: int,
+    chunk_updates: int,
+    workdir: str | Path,
+    n_seeds: int | None = None,
+    evaluate: Callable[[LoopState], dict] | None = None,
+    eval_every: int = 0,
+    checkpoint_every: int = 1,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> LoopState:
+    """Runs ``chunk`` until ``total_updates``, resuming from ``workdir/ckpt`` if present.
+
+    ``chunk`` must perform ``chunk_updates`` updates (see `make_chunk`). Metrics go to
+    ``workdir/train.*`` and evaluations (every ``eval_every`` updates and at the end) to
+    ``workdir/eval.*``. Returns the final `LoopState`.
+    """
+    if total_updates % chunk_updates:
+        raise ValueError(
+            f"total_updates={total_updates} must be a multiple of chunk_updates={chunk_updates}"
+        )
+    workdir = Path(workdir).absolute()
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    manager = ocp.CheckpointManager(workdir / "ckpt", options=options)
+    resume = manager.latest_step()
+    if resume is not None:
+        loop = manager.restore(resume, args=ocp.args.StandardRestore(loop))
+    start = int(np.max(jax.device_get(loop.step)))
+    train_log = MetricLogger(workdir, "train", resume_step=start)
+    eval_log = MetricLogger(workdir, "eval", resume_step=start) if evaluate else None
+
+    step_fn = jax.vmap(chunk, in_axes=(0, None)) if n_seeds else chunk
+    step_fn = jax.jit(step_fn)
+    t0 = time.perf_counter()
+    chunks_done = 0
+    while start < total_updates:
+        loop, metrics = step_fn(loop, data)
+        metrics = jax.device_get(metrics)
+        start += chunk_updates
+        chunks_done += 1
+        _check_finite(stage, start, metrics)
+        scalars = train_log.log(start, metrics)
+        scalars["updates_per_s"] = chunks_done * chunk_updates / (time.perf_counter() - t0)
+        last = start >= total_updates
+        if evaluate and (last or (eval_every and start % eval_every == 0)):
+            scalars.update({f"eval/{k}": v for k, v in eval_log.log(start, evaluate(loop)).items()})
+        if last or chunks_done % checkpoint_every == 0:
+            manager.save(start, args=ocp.args.StandardSave(loop))
+        if progress:
+            progress(start, total_updates, scalars)
+    manager.wait_until_finished()
+    train_log.close()
+    if eval_log:
+        eval_log.close()
+    return loop
