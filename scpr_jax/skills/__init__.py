@@ -1,0 +1,1 @@
+"""Skill discovery: preference VAE, Safe-VPL (BT decoder + IQL skills), Safe-CPL."""
