@@ -1,0 +1,1 @@
+"""Reinforcement-learning agents as pure ``init`` / ``update`` functions over pytree state."""
