@@ -32,16 +32,60 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="", help="config file (get_config), file.py[:arg]")
+    p.add_argument("--env", default="ball-run", help="task when no --config is given")
+    p.add_argument("--preset", default="small", help="small (CPU) or paper")
+    p.add_argument("--workdir", default="", help="run directory (default runs/<env>-<preset>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config setting, e.g. --set collect.total_steps=80000",
+    )
+
+
+def _setup(args: argparse.Namespace):
+    from scpr_jax.config import apply_overrides, load_config
+    from scpr_jax.runs import RunDir, atomic_write_json
+
+    cfg = load_config(args.config, args.env, args.preset)
+    cfg = apply_overrides(cfg, args.set)
+    workdir = args.workdir or f"runs/{cfg.env}-{cfg.preset}"
+    run = RunDir(workdir)
+    atomic_write_json(run.root / "config.json", cfg.to_dict())
+    print(f"run directory: {run.root.absolute()}")
+    return cfg, run
+
+
+def _cmd_stage(*stages: str):
+    def cmd(args: argparse.Namespace) -> int:
+        from scpr_jax import stages as lib
+
+        cfg, run = _setup(args)
+        for stage in stages:
+            getattr(lib, f"run_{stage}")(run, cfg)
+        return 0
+
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpr", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("run", help="the main job on its built-in default (see README)")
-    p.add_argument("--envs", default="", help="comma-separated tasks (default: all six)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-envs", type=int, default=4)
-    p.add_argument("--episodes", type=int, default=1)
-    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("run", help="the main job: every stage available so far (see README)")
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("collect", "label"))
+
+    p = sub.add_parser("collect", help="collect D_tau with the goal-conditioned SAC")
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("collect"))
+
+    p = sub.add_parser("label", help="label crowd preference sets on D_tau (runs collect first)")
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("collect", "label"))
 
     p = sub.add_parser("demo", help="random-policy rollouts in every environment")
     p.add_argument("--envs", default="", help="comma-separated tasks (default: all six)")
@@ -60,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as err:  # bad settings: a clear message, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

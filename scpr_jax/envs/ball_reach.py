@@ -59,7 +59,7 @@ def lidar(pos: jax.Array, puddles: jax.Array) -> jax.Array:
 
 def place_puddles(key: jax.Array, agent_pos: jax.Array) -> jax.Array:
     """Rejection-samples 8 puddle centres (see module docstring) [8, 2]."""
-    far = jnp.full((N_PUDDLES, 2), 1e3)
+    far = jnp.full((N_PUDDLES, 2), 1e3, jnp.float32)  # not weak-typed: a stable state type
 
     def place(puddles, inputs):
         i, k = inputs

@@ -1,0 +1,79 @@
+"""The pipeline's config: one locked ConfigDict with a section per stage.
+
+Built-in defaults live here so an installed ``scpr`` runs without the repository; the files
+in ``configs/`` return (possibly modified) copies of them for ``--config``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+from scpr_jax.data.collect import collect_config
+from scpr_jax.data.preferences import label_config
+from scpr_jax.data.value import value_config
+from scpr_jax.envs import TASKS
+
+PRESETS = ("small", "paper")
+
+
+def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collections.ConfigDict:
+    """Defaults of every stage for task ``env`` at ``preset`` ("small": CPU, "paper")."""
+    if env not in TASKS:
+        raise ValueError(f"unknown env {env!r}; valid: {', '.join(TASKS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    cfg = ml_collections.ConfigDict()
+    cfg.env = env  # task name (see `scpr envs`)
+    cfg.preset = preset  # "small" (2-core CPU) or "paper" (PAPER.md settings, accelerators)
+    cfg.seed = 0  # root seed; every stage folds in its own stream
+    cfg.collect = collect_config(preset)  # D_tau collection (goal-conditioned SAC)
+    cfg.label = label_config(preset, env)  # crowd preference sets D_pref
+    cfg.value = value_config(preset)  # per-user value functions (regret labels only)
+    return cfg.lock()
+
+
+def load_config(path: str | None, env: str = "ball-run", preset: str = "small"):
+    """``get_config()`` of a Python config file (``file.py`` or ``file.py:arg``), else defaults."""
+    if not path:
+        return pipeline_config(env, preset)
+    file, _, arg = path.partition(":")
+    if not Path(file).is_file():
+        raise ValueError(f"config file {file!r} does not exist")
+    spec = importlib.util.spec_from_file_location("scpr_user_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {file!r} has no get_config()")
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]):
+    """Applies ``key.sub=value`` strings (values parsed as Python literals) to ``cfg``."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # bare strings such as env=ball-circle
+        node, *path = key.split(".")
+        parent, leaf = cfg, key
+        for part in [node, *path][:-1]:
+            if part not in parent:
+                raise ValueError(f"override {item!r}: unknown section {part!r}")
+            parent = parent[part]
+        leaf = key.split(".")[-1]
+        if leaf not in parent:
+            raise ValueError(f"override {item!r}: unknown setting {key!r}")
+        old = parent[leaf]
+        if isinstance(old, float) and isinstance(value, int):
+            value = float(value)
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        parent[leaf] = value
+    return cfg
