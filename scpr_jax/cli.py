@@ -47,11 +47,12 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace):
-    from scpr_jax.config import apply_overrides, load_config
+    from scpr_jax.config import apply_overrides, load_config, validate
     from scpr_jax.runs import RunDir, atomic_write_json
 
     cfg = load_config(args.config, args.env, args.preset)
     cfg = apply_overrides(cfg, args.set)
+    validate(cfg)
     workdir = args.workdir or f"runs/{cfg.env}-{cfg.preset}"
     run = RunDir(workdir)
     atomic_write_json(run.root / "config.json", cfg.to_dict())

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import ml_collections
 
-from scpr_jax.data.collect import collect_config
-from scpr_jax.data.preferences import label_config
+from scpr_jax.data.collect import collect_config, validate_config
+from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
 from scpr_jax.envs import TASKS
 
@@ -34,6 +34,19 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.label = label_config(preset, env)  # crowd preference sets D_pref
     cfg.value = value_config(preset)  # per-user value functions (regret labels only)
     return cfg.lock()
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Checks every section at start-up; raises ValueError naming the bad setting."""
+    if cfg.env not in TASKS:
+        raise ValueError(f"env={cfg.env!r} unknown; valid: {', '.join(TASKS)}")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
+    validate_config(cfg.collect)
+    validate_label_config(cfg.label)
+    for field in ("steps", "chunk", "batch_size"):
+        if cfg.value[field] < 1:
+            raise ValueError(f"value config: {field}={cfg.value[field]!r} must be >= 1")
 
 
 def load_config(path: str | None, env: str = "ball-run", preset: str = "small"):

@@ -32,6 +32,10 @@ def _skip(run: RunDir, stage: str) -> dict | None:
     return done
 
 
+def _fmt(goal) -> str:
+    return "[" + ", ".join(f"{float(v):.3g}" for v in np.ravel(goal)) + "]"
+
+
 def _crowd_table(summary: dict, task) -> list[str]:
     """Unsafe fraction before/after the penalty switch at the downstream goal nearest each
     crowd user's goal."""
@@ -42,8 +46,8 @@ def _crowd_table(summary: dict, task) -> list[str]:
         first = summary["unsafe_fraction_by_goal_first_half"][i]
         second = summary["unsafe_fraction_by_goal_second_half"][i]
         lines.append(
-            f"  user {z} goal {np.round(g, 3).tolist()} (nearest downstream goal "
-            f"{np.round(goals[i], 3).tolist()}): "
+            f"  user {z} goal {_fmt(g)} (nearest downstream goal "
+            f"{_fmt(goals[i])}): "
             f"unsafe fraction {first:.3f} before the penalty switch, {second:.3f} after"
         )
     return lines
@@ -114,7 +118,7 @@ def run_label(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     )
     for z in range(prefs.n_users):
         print(
-            f"  user {z} goal {np.asarray(prefs.user_goals[z]).tolist()}: "
+            f"  user {z} goal {_fmt(prefs.user_goals[z])}: "
             f"{summary['sets_per_user'][z]} sets, label balance "
             f"{summary['label_balance'][z]:.3f}"
         )
