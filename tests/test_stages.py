@@ -1,0 +1,57 @@
+"""The scpr command's stages on a tiny preset: artifacts, summaries, skip-on-rerun, bad input."""
+
+import json
+
+import pytest
+
+from scpr_jax import cli
+from scpr_jax.config import apply_overrides, pipeline_config
+from scpr_jax.data import storage
+
+TINY = [
+    "--set", "collect.total_steps=4000", "--set", "collect.n_envs=8",
+    "--set", "collect.warmup_steps=1000", "--set", "collect.chunk_steps=100",
+    "--set", "collect.hidden=(32, 32)", "--set", "collect.batch_size=32",
+    "--set", "label.n_sets=20", "--set", "label.n_pairs=4", "--set", "label.segment_len=8",
+]  # fmt: skip
+
+
+def test_label_stage_end_to_end_and_skip(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["label", "--workdir", str(workdir), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "[collect] 4000 transitions" in out and "Theorem 4.2" in out
+    trajs = storage.load_trajectories(
+        workdir / "collect" / "trajectories.h5", env="ball-run/downstream"
+    )
+    prefs, meta = storage.load_preferences(workdir / "label" / "preferences.h5", trajs=trajs)
+    assert prefs.y.shape == (2, 20, 4) and meta["segment_len"] == 8
+    summary = json.loads((workdir / "label" / "summary.json").read_text())
+    assert summary["sets_per_user"] == [20, 20]
+    assert json.loads((workdir / "config.json").read_text())["collect"]["total_steps"] == 4000
+    mtime = (workdir / "collect" / "trajectories.h5").stat().st_mtime
+    assert cli.main(["run", "--workdir", str(workdir), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "[collect] already done" in out and "[label] already done" in out
+    assert (workdir / "collect" / "trajectories.h5").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "label.flip_ratio=2"], "flip_ratio=2.0"),
+        (["--set", "collect.n_envs=0"], "n_envs=0"),
+        (["--set", "nope.x=1"], "unknown section 'nope'"),
+        (["--env", "nope"], "unknown env 'nope'"),
+    ],
+)
+def test_bad_settings_fail_at_start_up(tmp_path, capsys, args, message):
+    assert cli.main(["run", "--workdir", str(tmp_path / "w"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_overrides_keep_types():
+    cfg = apply_overrides(pipeline_config(), ["collect.lr=1", "collect.hidden=[8, 8]"])
+    assert cfg.collect.lr == 1.0 and isinstance(cfg.collect.lr, float)
+    assert cfg.collect.hidden == (8, 8)
