@@ -102,23 +102,26 @@ def train_loop(
     step_fn = jax.jit(step_fn)
     t0 = time.perf_counter()
     chunks_done = 0
-    while start < total_updates:
-        loop, metrics = step_fn(loop, data)
-        metrics = jax.device_get(metrics)
-        start += chunk_updates
-        chunks_done += 1
-        _check_finite(stage, start, metrics)
-        scalars = train_log.log(start, metrics)
-        scalars["updates_per_s"] = chunks_done * chunk_updates / (time.perf_counter() - t0)
-        last = start >= total_updates
-        if evaluate and (last or (eval_every and start % eval_every == 0)):
-            scalars.update({f"eval/{k}": v for k, v in eval_log.log(start, evaluate(loop)).items()})
-        if last or chunks_done % checkpoint_every == 0:
-            manager.save(start, args=ocp.args.StandardSave(loop))
-        if progress:
-            progress(start, total_updates, scalars)
-    manager.wait_until_finished()
-    train_log.close()
-    if eval_log:
-        eval_log.close()
+    try:
+        while start < total_updates:
+            loop, metrics = step_fn(loop, data)
+            metrics = jax.device_get(metrics)
+            start += chunk_updates
+            chunks_done += 1
+            _check_finite(stage, start, metrics)
+            scalars = train_log.log(start, metrics)
+            scalars["updates_per_s"] = chunks_done * chunk_updates / (time.perf_counter() - t0)
+            last = start >= total_updates
+            if evaluate and (last or (eval_every and start % eval_every == 0)):
+                evals = eval_log.log(start, evaluate(loop))
+                scalars.update({f"eval/{k}": v for k, v in evals.items()})
+            if last or chunks_done % checkpoint_every == 0:
+                manager.save(start, args=ocp.args.StandardSave(loop))
+            if progress:
+                progress(start, total_updates, scalars)
+    finally:  # an interrupted stage still completes its last checkpoint
+        manager.wait_until_finished()
+        train_log.close()
+        if eval_log:
+            eval_log.close()
     return loop

@@ -1,0 +1,111 @@
+"""Training the preference VAE on D_pref through the shared loop (PAPER.md 3.3-3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from scpr_jax.data.preferences import PreferenceSets
+from scpr_jax.data.types import Trajectories
+from scpr_jax.envs import Task
+from scpr_jax.skills import batches, vae
+from scpr_jax.train import LoopState, make_chunk, train_loop
+
+
+def vae_train_config(preset: str = "small") -> ml_collections.ConfigDict:
+    """VAE settings: "paper" (PAPER.md 3.3) or "small" (minutes on a 2-core CPU), locked."""
+    if preset not in ("paper", "small"):
+        raise ValueError(f"unknown preset {preset!r}; valid presets: paper, small")
+    c = ml_collections.ConfigDict()
+    c.latent_dim = 4  # dimension of z'
+    c.hidden = 256  # encoder width
+    c.decoder_hidden = (256, 256)  # BT reward decoder widths
+    c.embed_activation = True  # LeakyReLU after the encoder's input layer (see vae.SetEncoder)
+    c.kl_weight = 1e-3  # weight of KL(q || p), times the cyclical annealer
+    c.n_cycles = 4  # cosine cyclical KL annealing cycles
+    c.lr = 3e-4  # Adam learning rate
+    c.batch_size = 256  # preference sets per update
+    c.steps = 100_000  # updates (paper: 600 epochs of the training sets)
+    c.chunk = 1000  # updates per jitted scan chunk (logging / checkpoints in between)
+    if preset == "small":
+        c.hidden = 64
+        c.decoder_hidden = (128, 128)
+        c.lr = 1e-3
+        c.batch_size = 32
+        c.steps = 3000
+        c.chunk = 500
+    return c.lock()
+
+
+def model_config(c: ml_collections.ConfigDict) -> vae.VAEConfig:
+    """The `vae.VAEConfig` of a training config."""
+    for field in ("latent_dim", "hidden", "batch_size", "steps", "chunk", "n_cycles"):
+        if c[field] < 1:
+            raise ValueError(f"vae config: {field}={c[field]!r} must be >= 1")
+    if c.steps % c.chunk:
+        raise ValueError(f"vae config: steps={c.steps} must be a multiple of chunk={c.chunk}")
+    return vae.VAEConfig(
+        latent_dim=c.latent_dim,
+        hidden=c.hidden,
+        embed_activation=c.embed_activation,
+        decoder_hidden=tuple(c.decoder_hidden),
+        total_steps=c.steps,
+        n_cycles=c.n_cycles,
+        lr=c.lr,
+        kl_weight=c.kl_weight,
+    )
+
+
+def evaluate(params: vae.VAEParams, data: batches.SetData, config: vae.VAEConfig, n_users: int):
+    """Held-out preference accuracy per user and posterior means of every set."""
+    sets = batches.all_sets(data)
+    accuracy = jax.jit(vae.preference_accuracy, static_argnums=2)(params, sets, config)
+    post = jax.jit(jax.vmap(vae.posterior, (None, 0, None)), static_argnums=2)
+    means, _ = post(params, sets["feats"], config)
+    per_user = batches.per_user_mean(accuracy, data.users, n_users)
+    return {"accuracy": float(np.mean(accuracy)), "accuracy_per_user": per_user.tolist()}, means
+
+
+def train_vae(
+    key: jax.Array,
+    trajs: Trajectories,
+    prefs: PreferenceSets,
+    task: Task,
+    cfg: ml_collections.ConfigDict,
+    workdir: str | Path,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> tuple[vae.VAEState, dict]:
+    """Trains (or resumes) the BT-VAE; returns (state, held-out evaluation summary)."""
+    config = model_config(cfg)
+    train = batches.set_data(trajs, prefs, task, "train")
+    held_out = batches.set_data(trajs, prefs, task, "eval")
+    k_init, k_loop = jax.random.split(key)
+    state = vae.vae_init(k_init, batches.set_example(train, jnp.asarray(0)), config)
+    chunk = make_chunk(
+        partial(vae.vae_update, config=config),
+        partial(batches.sample_sets, batch_size=cfg.batch_size),
+        cfg.chunk,
+    )
+
+    def eval_fn(loop: LoopState) -> dict:
+        summary, _ = evaluate(loop.algo.params, held_out, config, prefs.n_users)
+        per_user = {f"accuracy_user{z}": a for z, a in enumerate(summary["accuracy_per_user"])}
+        return {"accuracy": summary["accuracy"], **per_user}
+
+    loop = LoopState(algo=state, key=k_loop, step=jnp.asarray(0, jnp.int32))
+    loop = train_loop(
+        "vae", loop, chunk, train, cfg.steps, cfg.chunk, workdir,
+        evaluate=eval_fn, eval_every=cfg.chunk * 2, progress=progress,
+    )  # fmt: skip
+    summary, means = evaluate(loop.algo.params, held_out, config, prefs.n_users)
+    users = np.asarray(held_out.users)
+    summary["posterior_mean_per_user"] = [
+        np.asarray(means)[users == z].mean(0).tolist() for z in range(prefs.n_users)
+    ]
+    return loop.algo, summary
