@@ -29,6 +29,7 @@ from scpr_jax.data.labels import ValueFn, user_rewards
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task, strip_goal
 from scpr_jax.nets import MLP
+from scpr_jax.skills.losses import expectile_loss
 
 
 def value_config(preset: str = "small") -> ml_collections.ConfigDict:
@@ -104,11 +105,6 @@ def init(key: jax.Array, cfg, obs_size: int, action_size: int) -> ValueState:
     return ValueState(q, q, v, opt.init(q), opt.init(v), jnp.asarray(0, jnp.int32))
 
 
-def expectile_loss(u: jax.Array, expectile: jax.Array) -> jax.Array:
-    """Asymmetric squared loss |tau - 1(u < 0)| u^2, averaged [] (u: [B])."""
-    return jnp.mean(jnp.abs(expectile - (u < 0)) * jnp.square(u))
-
-
 def update(state: ValueState, batch: tuple, hp: ValueHparams, cfg) -> tuple[ValueState, dict]:
     """One IQL value step for one user; batch = (s [B, o], a [B, a], r [B], s' [B, o], term [B])."""
     q_net, v_net, opt = _nets(cfg)
@@ -117,7 +113,7 @@ def update(state: ValueState, batch: tuple, hp: ValueHparams, cfg) -> tuple[Valu
 
     def v_loss(v):
         u = q_net.apply(state.q_target, sa)[:, 0] - v_net.apply(v, s)[:, 0]
-        return expectile_loss(u, hp.expectile)
+        return jnp.mean(expectile_loss(u, hp.expectile))
 
     def q_loss(q):
         target = r + hp.gamma * (1.0 - term) * v_net.apply(state.v, s_next)[:, 0]
