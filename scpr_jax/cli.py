@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=1)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("skills", help="Safe-VPL skills: VAE + IQL (runs collect, label first)")
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("collect", "label", "skills"))
+
     p = sub.add_parser("envs", help="list environment names")
     p.set_defaults(func=_cmd_envs)
     return parser

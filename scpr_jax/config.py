@@ -12,10 +12,12 @@ from pathlib import Path
 
 import ml_collections
 
+from scpr_jax.agents.iql import iql_config, validate_iql_config
 from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
 from scpr_jax.envs import TASKS
+from scpr_jax.skills.train_vae import model_config, vae_train_config
 
 PRESETS = ("small", "paper")
 
@@ -33,6 +35,9 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.collect = collect_config(preset)  # D_tau collection (goal-conditioned SAC)
     cfg.label = label_config(preset, env)  # crowd preference sets D_pref
     cfg.value = value_config(preset)  # per-user value functions (regret labels only)
+    cfg.vae = vae_train_config(preset)  # preference VAE (encoder, prior, BT decoder)
+    cfg.iql = iql_config(preset, env)  # latent-conditioned IQL skills (Safe-VPL)
+    cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
     return cfg.lock()
 
 
@@ -47,6 +52,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for field in ("steps", "chunk", "batch_size"):
         if cfg.value[field] < 1:
             raise ValueError(f"value config: {field}={cfg.value[field]!r} must be >= 1")
+    model_config(cfg.vae)
+    validate_iql_config(cfg.iql)
+    if cfg.eval_episodes < 1:
+        raise ValueError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
 
 
 def load_config(path: str | None, env: str = "ball-run", preset: str = "small"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,7 +19,14 @@ from scpr_jax.data import preferences, storage, theory, value
 from scpr_jax.envs import make, make_task
 from scpr_jax.runs import RunDir, atomic_write_json
 
-STREAMS = {"collect": 1, "label": 2, "value": 3}  # fold_in ids of each stage's RNG stream
+STREAMS = {
+    "collect": 1,
+    "label": 2,
+    "value": 3,
+    "vae": 4,
+    "iql": 5,
+    "eval": 6,
+}  # fold_in ids of each stage's RNG stream
 
 
 def _key(cfg, stage: str) -> jax.Array:
@@ -129,3 +137,61 @@ def run_label(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     )
     run.mark_done("label", {"summary": summary, "config": cfg.label.to_dict()})
     return run.done("label")
+
+
+def run_skills(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
+    """Safe-VPL skills: BT-VAE on D_pref, then latent-conditioned IQL on D_tau; evaluates
+    each crowd user's mean posterior latent in every user's crowd environment."""
+    if (done := _skip(run, "skills")) is not None:
+        return done
+    from scpr_jax.agents.iql import policy_action
+    from scpr_jax.skills.evaluate import latent_returns
+    from scpr_jax.skills.train_vae import model_config, train_vae
+    from scpr_jax.skills.vpl import train_skills
+
+    out = run.stage("skills")
+    task = make_task(cfg.env)
+    env_name = f"{cfg.env}/downstream"
+    trajs = storage.load_trajectories(run.stage("collect") / "trajectories.h5", env=env_name)
+    prefs, _ = storage.load_preferences(
+        run.stage("label") / "preferences.h5", env=env_name, trajs=trajs
+    )
+    t0 = time.perf_counter()
+    with tqdm(total=int(cfg.vae.steps), desc="[skills] VAE updates", mininterval=2) as bar:
+        vae_state, vae_summary = train_vae(
+            _key(cfg, "vae"), trajs, prefs, task, cfg.vae, out / "vae",
+            progress=lambda step, total, m: bar.update(step - bar.n),
+        )  # fmt: skip
+    print(
+        f"[skills] VAE held-out preference accuracy per user: "
+        f"{[round(a, 3) for a in vae_summary['accuracy_per_user']]}"
+    )
+    with tqdm(total=int(cfg.iql.steps), desc="[skills] IQL updates", mininterval=2) as bar:
+        iql_state = train_skills(
+            _key(cfg, "iql"), trajs, task, vae_state.params, model_config(cfg.vae), cfg.iql,
+            out / "iql", progress=lambda step, total, m: bar.update(step - bar.n),
+        )  # fmt: skip
+    latents = jnp.asarray(vae_summary["posterior_mean_per_user"])
+    ret, cost = latent_returns(
+        _key(cfg, "eval"), cfg.env, lambda o: policy_action(iql_state.policy, o), latents,
+        n_episodes=int(cfg.eval_episodes),
+    )  # fmt: skip
+    collect_summary = run.done("collect")["summary"]
+    summary = {
+        "vae": vae_summary,
+        "return_latent_by_user": ret.tolist(),  # [latent of user i, environment of user u]
+        "cost_latent_by_user": cost.tolist(),
+        "unsafe_half_episode_cost": collect_summary["episode_cost_first_half"],
+        "seconds": time.perf_counter() - t0,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    print(
+        "[skills] mean return / cost of user i's posterior latent (rows) in user u's crowd "
+        "environment (columns):"
+    )
+    for i in range(ret.shape[0]):
+        cells = "  ".join(f"{ret[i, u]:8.2f} / {cost[i, u]:6.1f}" for u in range(ret.shape[1]))
+        print(f"  latent of user {i}: {cells}")
+    print(f"  unsafe half of D_tau: mean episode cost {summary['unsafe_half_episode_cost']:.1f}")
+    run.mark_done("skills", {"summary": summary})
+    return run.done("skills")

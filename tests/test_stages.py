@@ -55,3 +55,22 @@ def test_overrides_keep_types():
     cfg = apply_overrides(pipeline_config(), ["collect.lr=1", "collect.hidden=[8, 8]"])
     assert cfg.collect.lr == 1.0 and isinstance(cfg.collect.lr, float)
     assert cfg.collect.hidden == (8, 8)
+
+
+SKILLS_TINY = [
+    "--set", "vae.steps=20", "--set", "vae.chunk=10", "--set", "vae.hidden=16",
+    "--set", "vae.decoder_hidden=(16,)", "--set", "vae.batch_size=8",
+    "--set", "iql.steps=20", "--set", "iql.chunk=10", "--set", "iql.hidden=(16, 16)",
+    "--set", "iql.batch_size=32", "--set", "eval_episodes=2",
+]  # fmt: skip
+
+
+def test_skills_stage_tiny(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["skills", "--workdir", str(workdir), *TINY, *SKILLS_TINY]) == 0
+    out = capsys.readouterr().out
+    assert "held-out preference accuracy" in out and "latent of user 1" in out
+    summary = json.loads((workdir / "skills" / "summary.json").read_text())
+    assert len(summary["return_latent_by_user"]) == 2
+    assert len(summary["cost_latent_by_user"][0]) == 2
+    assert (workdir / "skills" / "DONE.json").exists()

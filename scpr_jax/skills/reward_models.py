@@ -1,0 +1,257 @@
+"""Baseline reward models (PAPER.md 5): the pooled unimodal BT reward (RC) and SOPL.
+
+Both learn a per-step reward r(s, a) from crowd pairs pooled over users (every user's
+labelled pairs treated as one crowd), on goal-stripped observations:
+
+    RC:    logit = sum_t r_hat(sigma1) - sum_t r_hat(sigma2)
+           loss  = BCE(logit, y) + 0.1 * mean_{b, t, i} r_hat(sigma_i)_t^2
+    SOPL:  logit = (R_task(sigma1) - R_task(sigma2)) + sum_t r_psi(sigma1) - sum_t r_psi(sigma2)
+           loss  = BCE(logit, y)   (privileged: R_task is the labelling user's true task return
+                                    sum_t r_user, without cost, so r_psi fits the safety residual)
+
+Downstream the offline data D_tau is relabelled (pure functions `relabel_rc`, `relabel_sopl`):
+
+    RC(omega): r' = (1 - omega) * r_new + omega * (r_hat - mean) / std
+    SOPL:      r' = r_new + w * (r_psi - mean),   w = 0.5
+
+Our reading of SOPL's "combined with r_new at weight 0.5 (mean-centred)": r_new keeps weight 1
+and only the residual is scaled by 0.5 after subtracting its mean over D_tau. It is not
+standardised because the task-return offset in the logit already puts r_psi in the units of
+r_user (standardising would discard that calibration). The paper gives no L2 term for SOPL,
+so its ``l2_weight`` defaults to 0. Mean and std are taken over all rows of D_tau.
+
+Pair batches: obs1, obs2 [B, L, obs] (the goal, if present, is sliced off), act1, act2
+[B, L, act], y [B], and for SOPL task_return1, task_return2 [B].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from scpr_jax.data import labels, segments
+from scpr_jax.data.preferences import PreferenceSets, annotated_sets
+from scpr_jax.data.types import Trajectories
+from scpr_jax.envs import Task, strip_goal
+from scpr_jax.nets import MLP, leaky_relu
+from scpr_jax.skills import losses
+
+KINDS = ("rc", "sopl")
+PRESETS = ("paper", "small")
+ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
+
+
+class RewardNet(nn.Module):
+    """r([s, a]): MLP with LeakyReLU(0.2), scalar output."""
+
+    hidden: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, act], axis=-1)
+        return MLP(self.hidden, 1, activation=leaky_relu)(x)[..., 0]
+
+
+@struct.dataclass
+class RewardParams:
+    """Weights plus the static architecture; ``obs_size`` is the goal-free observation size."""
+
+    net: Any
+    hidden: tuple[int, ...] = struct.field(pytree_node=False)
+    obs_size: int = struct.field(pytree_node=False)
+
+
+@struct.dataclass
+class RewardState:
+    params: RewardParams
+    opt_state: optax.OptState
+    step: jax.Array  # [] int32
+    l2_weight: jax.Array  # [] weight of the mean squared predicted reward
+    lr: jax.Array  # [] Adam step size (a leaf: sweepable without recompiling)
+    kind: str = struct.field(pytree_node=False)  # "rc" or "sopl"
+
+
+@struct.dataclass
+class RewardStats:
+    mean: jax.Array  # [] mean of r over D_tau
+    std: jax.Array  # [] standard deviation of r over D_tau
+
+
+@struct.dataclass
+class PairData:
+    """Pooled crowd pairs over D_tau, on device (one row per labelled pair)."""
+
+    obs: jax.Array  # [N, obs] goal-stripped observations of D_tau
+    action: jax.Array  # [N, act]
+    starts1: jax.Array  # [M] int32 start row of sigma1
+    starts2: jax.Array  # [M] int32
+    y: jax.Array  # [M] 1.0 if the labelling user preferred sigma1
+    task_return1: jax.Array  # [M] labelling user's sum_t r_user over sigma1 (no cost)
+    task_return2: jax.Array  # [M]
+    segment_len: int = struct.field(pytree_node=False)
+
+
+def reward_config(preset: str, kind: str) -> ml_collections.ConfigDict:
+    """Settings of the RC ("rc") or SOPL ("sopl") reward at ``preset``, locked."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown reward model {kind!r}; valid: {', '.join(KINDS)}")
+    cfg = ml_collections.ConfigDict()
+    cfg.kind = kind  # "rc" (pooled unimodal BT) or "sopl" (task return in the logit)
+    cfg.hidden = (256, 256) if preset == "paper" else (128, 128)  # MLP widths
+    cfg.lr = 1e-4  # Adam learning rate
+    cfg.batch_size = 256  # pairs per update
+    cfg.epochs = 1000 if preset == "paper" else 50  # passes over the pooled training pairs
+    cfg.chunk = 1000 if preset == "paper" else 250  # updates per jitted lax.scan
+    cfg.l2_weight = 0.1 if kind == "rc" else 0.0  # weight of mean r^2 (paper: RC only)
+    cfg.weight = 0.5  # RC: omega; SOPL: weight of the centred residual
+    return cfg.lock()
+
+
+def validate_reward_config(cfg: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first invalid field."""
+    rules = {  # field -> (valid?, what is allowed)
+        "kind": (cfg.kind in KINDS, f"one of {KINDS}"),
+        "hidden": (len(cfg.hidden) >= 1 and all(int(w) >= 1 for w in cfg.hidden), "widths >= 1"),
+        "lr": (cfg.lr > 0, "> 0"),
+        "batch_size": (cfg.batch_size >= 1, ">= 1"),
+        "epochs": (cfg.epochs >= 1, ">= 1"),
+        "chunk": (cfg.chunk >= 1, ">= 1"),
+        "l2_weight": (cfg.l2_weight >= 0, ">= 0"),
+        "weight": (0.0 <= cfg.weight <= 1.0, "in [0, 1]"),
+    }
+    for field, (ok, allowed) in rules.items():
+        if not ok:
+            raise ValueError(f"reward config: {field}={cfg[field]!r} invalid; must be {allowed}")
+
+
+def total_updates(cfg: ml_collections.ConfigDict, n_pairs: int) -> int:
+    """epochs * ceil(n_pairs / batch_size), rounded up to a multiple of ``chunk``."""
+    steps = cfg.epochs * math.ceil(n_pairs / cfg.batch_size)
+    return cfg.chunk * math.ceil(steps / cfg.chunk)
+
+
+def reward_init(key: jax.Array, obs_size: int, action_size: int, config) -> RewardState:
+    """Fresh reward model; ``config`` provides kind, hidden, lr and l2_weight."""
+    validate_reward_config(config)
+    hidden = tuple(int(w) for w in config.hidden)
+    net = RewardNet(hidden).init(key, jnp.zeros((1, obs_size)), jnp.zeros((1, action_size)))
+    params = RewardParams(net=net, hidden=hidden, obs_size=int(obs_size))
+    return RewardState(
+        params=params,
+        opt_state=ADAM.init(params),
+        step=jnp.asarray(0, jnp.int32),
+        l2_weight=jnp.asarray(config.l2_weight, jnp.float32),
+        lr=jnp.asarray(config.lr, jnp.float32),
+        kind=str(config.kind),
+    )
+
+
+def reward_fn(params: RewardParams, obs: jax.Array, act: jax.Array) -> jax.Array:
+    """Per-step r(s, a); goal features past ``obs_size`` dropped.  [..., O], [..., A] -> [...]."""
+    return RewardNet(params.hidden).apply(params.net, obs[..., : params.obs_size], act)
+
+
+def pair_loss(params: RewardParams, batch: dict, l2_weight, kind: str):
+    """BCE of the (offset) BT logit + l2_weight * mean r^2 over a pair batch.  -> ([], metrics)."""
+    r1 = reward_fn(params, batch["obs1"], batch["act1"])  # [B, L]
+    r2 = reward_fn(params, batch["obs2"], batch["act2"])
+    logit = losses.bt_logit(r1, r2)
+    if kind == "sopl":
+        logit = logit + batch["task_return1"] - batch["task_return2"]
+    bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logit, batch["y"]))
+    l2 = 0.5 * (jnp.mean(jnp.square(r1)) + jnp.mean(jnp.square(r2)))
+    loss = bce + l2_weight * l2
+    accuracy = jnp.mean((logit > 0) == (batch["y"] > 0.5))
+    return loss, {"loss": loss, "bce": bce, "l2": l2, "accuracy": accuracy}
+
+
+def reward_update(state: RewardState, batch: dict, key: jax.Array):
+    """One Adam step on a pair batch (``key`` unused: the loss is deterministic)."""
+    del key
+    grads, metrics = jax.grad(pair_loss, has_aux=True)(
+        state.params, batch, state.l2_weight, state.kind
+    )
+    direction, opt_state = ADAM.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
+def pooled_pairs(
+    prefs: PreferenceSets, trajs: Trajectories, task: Task, split: str = "train"
+) -> PairData:
+    """Every labelled (user, set, pair) of a split as one crowd, with each user's task returns."""
+    z, sets = annotated_sets(prefs, split)  # [n_labelled]
+    n_pairs = prefs.n_pairs
+    starts1 = jnp.asarray(np.asarray(prefs.starts1)[sets].reshape(-1))
+    starts2 = jnp.asarray(np.asarray(prefs.starts2)[sets].reshape(-1))
+    user = jnp.asarray(np.repeat(z, n_pairs))
+    y = prefs.y[user, jnp.repeat(jnp.asarray(sets), n_pairs), jnp.tile(jnp.arange(n_pairs), len(z))]
+
+    def returns(goal, starts):  # [M] one user's task return (K = 0) of every segment
+        r_user = labels.user_rewards(trajs, task, goal, jnp.float32(0.0))
+        return segments.gather_segments(r_user, starts, prefs.segment_len).sum(-1)
+
+    per_user = jax.vmap(returns, (0, None))
+    rows = jnp.arange(user.shape[0])
+    return PairData(
+        obs=strip_goal(trajs.obs, task),
+        action=trajs.action,
+        starts1=starts1,
+        starts2=starts2,
+        y=y,
+        task_return1=per_user(prefs.user_goals, starts1)[user, rows],
+        task_return2=per_user(prefs.user_goals, starts2)[user, rows],
+        segment_len=prefs.segment_len,
+    )
+
+
+def sample_pair_batch(key: jax.Array, data: PairData, batch_size: int) -> dict:
+    """A uniformly drawn batch of pooled pairs with gathered segments (see module doc)."""
+    idx = jax.random.randint(key, (batch_size,), 0, data.y.shape[0])
+    seg = lambda x, starts: segments.gather_segments(x, starts[idx], data.segment_len)  # noqa: E731
+    return {
+        "obs1": seg(data.obs, data.starts1),
+        "act1": seg(data.action, data.starts1),
+        "obs2": seg(data.obs, data.starts2),
+        "act2": seg(data.action, data.starts2),
+        "y": data.y[idx],
+        "task_return1": data.task_return1[idx],
+        "task_return2": data.task_return2[idx],
+    }
+
+
+def predict_rewards(params: RewardParams, trajs: Trajectories, chunk: int = 4096) -> jax.Array:
+    """r(s, a) on every row of D_tau in chunks of ``chunk`` rows (bounded memory).  -> [N]."""
+    xs = (trajs.obs, trajs.action)
+    return jax.lax.map(lambda x: reward_fn(params, *x), xs, batch_size=chunk)
+
+
+def reward_stats(params: RewardParams, trajs: Trajectories) -> RewardStats:
+    """Mean and standard deviation of the predicted reward over all rows of D_tau."""
+    r = predict_rewards(params, trajs)
+    return RewardStats(mean=jnp.mean(r), std=jnp.std(r))
+
+
+def relabel_rc(
+    trajs: Trajectories, params: RewardParams, omega: jax.Array, stats: RewardStats
+) -> jax.Array:
+    """RC reward (1 - omega) * r_new + omega * (r_hat - mean) / std of every row.  -> [N]."""
+    r_hat = (predict_rewards(params, trajs) - stats.mean) / jnp.maximum(stats.std, 1e-6)
+    return (1.0 - omega) * trajs.reward + omega * r_hat
+
+
+def relabel_sopl(
+    trajs: Trajectories, params: RewardParams, stats: RewardStats, weight: jax.Array = 0.5
+) -> jax.Array:
+    """SOPL reward r_new + weight * (r_psi - mean) of every row.  -> [N]."""
+    return trajs.reward + weight * (predict_rewards(params, trajs) - stats.mean)
