@@ -72,7 +72,10 @@ class VelocityTask(Task):
         self.backend = backend
         self.brax_env = self._brax_env(backend)
         self.dt = float(self.brax_env.dt)
-        self.obs_size = int(self.brax_env.observation_size)
+        # eval_shape: Brax's observation_size runs an eager reset (~600 tiny compiles, ~30 s)
+        self.obs_size = int(
+            jax.eval_shape(self.brax_env.reset, jax.random.PRNGKey(0)).obs.shape[-1]
+        )
         self.action_size = int(self.brax_env.action_size)
 
     def _brax_env(self, backend: str) -> PipelineEnv:
