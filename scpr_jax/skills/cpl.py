@@ -10,6 +10,9 @@ unit-variance Gaussian policy and gamma = 1 (log pi = -||mu - a||^2 up to a cons
 
 No behaviour-cloning term. Batches of sets use the VAE's per-set format with a leading
 axis B: feats [B, P, L, 2 * obs + 1], obs1/obs2 [B, P, L, obs], act1/act2 [B, P, L, act], y [B, P].
+Because the encoder is frozen, a batch may instead carry each set's precomputed posterior
+(`set_posteriors`) as z_mean, z_logvar [B, Z] in place of feats: the same z' distribution
+without re-running the attention encoder, which otherwise costs about as much as the update.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def cpl_config(preset: str, task_name: str) -> ml_collections.ConfigDict:
     cfg.chunk = 1_000 if preset == "paper" else 500  # updates per jitted lax.scan
     if preset == "small":  # minutes on a 2-core CPU
         cfg.hidden = (128, 128, 128)
-        cfg.batch_size = 32
+        cfg.batch_size = 16
     return cfg.lock()
 
 
@@ -123,10 +126,20 @@ def cpl_action(params: PolicyParams, obs: jax.Array, z: jax.Array) -> jax.Array:
     return PolicyDecoder(params.hidden, params.action_size).apply(params.net, obs, z)
 
 
-def sample_latent(vae_params, feats: jax.Array, key: jax.Array, vae_config) -> jax.Array:
-    """z' ~ q(z' | S) of one set, frozen posterior (no gradient).  feats [P, L, D] -> [Z]."""
-    mean, logvar = vae.posterior(jax.lax.stop_gradient(vae_params), feats, vae_config)
-    return mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+def set_posteriors(vae_params, feats: jax.Array, vae_config) -> tuple[jax.Array, jax.Array]:
+    """Frozen posterior (mean, logvar) of sets.  feats [B, P, L, D] -> ([B, Z], [B, Z])."""
+    vae_params = jax.lax.stop_gradient(vae_params)
+    return jax.vmap(vae.posterior, (None, 0, None))(vae_params, feats, vae_config)
+
+
+def sample_latents(batch: dict, key: jax.Array, vae_params, vae_config) -> jax.Array:
+    """z' ~ q(z' | S) for every set of a batch, without gradient.  -> [B, Z]."""
+    if "z_mean" in batch:  # precomputed by `set_posteriors`
+        mean, logvar = batch["z_mean"], batch["z_logvar"]
+    else:
+        mean, logvar = set_posteriors(vae_params, batch["feats"], vae_config)
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+    return jax.lax.stop_gradient(z)
 
 
 def set_cpl_loss(params: PolicyParams, s: dict, z: jax.Array, alpha, lam):
@@ -142,8 +155,7 @@ def set_cpl_loss(params: PolicyParams, s: dict, z: jax.Array, alpha, lam):
 
 def cpl_batch_loss(params, batch: dict, key: jax.Array, vae_params, alpha, lam, vae_config):
     """Mean CPL loss of a batch of sets, one z' per set from the frozen posterior.  -> []."""
-    keys = jax.random.split(key, batch["y"].shape[0])
-    z = jax.vmap(sample_latent, (None, 0, 0, None))(vae_params, batch["feats"], keys, vae_config)
+    z = sample_latents(batch, key, vae_params, vae_config)
     loss, metrics = jax.vmap(set_cpl_loss, (None, 0, 0, None, None))(params, batch, z, alpha, lam)
     return loss.mean(), jax.tree.map(jnp.mean, metrics)
 
@@ -161,9 +173,9 @@ def cpl_update(state: CPLState, batch: dict, key: jax.Array, vae_params, vae_con
 
 def cpl_accuracy(params: PolicyParams, batch: dict, vae_params, vae_config) -> jax.Array:
     """Held-out regret-model accuracy (adv1 > adv2 vs y) at the posterior mean, per set [B]."""
-
-    def one(s):
-        z, _ = vae.posterior(vae_params, s["feats"], vae_config)
-        return set_cpl_loss(params, s, z, 1.0, 1.0)[1]["accuracy"]
-
-    return jax.vmap(one)(batch)
+    if "z_mean" in batch:
+        z = batch["z_mean"]
+    else:
+        z = set_posteriors(vae_params, batch["feats"], vae_config)[0]
+    _, metrics = jax.vmap(set_cpl_loss, (None, 0, 0, None, None))(params, batch, z, 1.0, 1.0)
+    return metrics["accuracy"]

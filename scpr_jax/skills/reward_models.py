@@ -194,23 +194,25 @@ def pooled_pairs(
     n_pairs = prefs.n_pairs
     starts1 = jnp.asarray(np.asarray(prefs.starts1)[sets].reshape(-1))
     starts2 = jnp.asarray(np.asarray(prefs.starts2)[sets].reshape(-1))
-    user = jnp.asarray(np.repeat(z, n_pairs))
+    user = jnp.asarray(np.repeat(z, n_pairs))  # labelling user of every pair [M]
     y = prefs.y[user, jnp.repeat(jnp.asarray(sets), n_pairs), jnp.tile(jnp.arange(n_pairs), len(z))]
 
-    def returns(goal, starts):  # [M] one user's task return (K = 0) of every segment
-        r_user = labels.user_rewards(trajs, task, goal, jnp.float32(0.0))
-        return segments.gather_segments(r_user, starts, prefs.segment_len).sum(-1)
+    # each user's per-row task reward (K = 0: no cost) [n_users, N]; a pair reads its labeller's
+    r_task = jax.vmap(labels.user_rewards, (None, None, 0, None))(
+        trajs, task, prefs.user_goals, jnp.float32(0.0)
+    )
 
-    per_user = jax.vmap(returns, (0, None))
-    rows = jnp.arange(user.shape[0])
+    def task_return(u, start):  # [] sum of r_task[u] over the segment starting at ``start``
+        return jax.lax.dynamic_slice(r_task, (u, start), (1, prefs.segment_len)).sum()
+
     return PairData(
         obs=strip_goal(trajs.obs, task),
         action=trajs.action,
         starts1=starts1,
         starts2=starts2,
         y=y,
-        task_return1=per_user(prefs.user_goals, starts1)[user, rows],
-        task_return2=per_user(prefs.user_goals, starts2)[user, rows],
+        task_return1=jax.vmap(task_return)(user, starts1),
+        task_return2=jax.vmap(task_return)(user, starts2),
         segment_len=prefs.segment_len,
     )
 
@@ -218,7 +220,10 @@ def pooled_pairs(
 def sample_pair_batch(key: jax.Array, data: PairData, batch_size: int) -> dict:
     """A uniformly drawn batch of pooled pairs with gathered segments (see module doc)."""
     idx = jax.random.randint(key, (batch_size,), 0, data.y.shape[0])
-    seg = lambda x, starts: segments.gather_segments(x, starts[idx], data.segment_len)  # noqa: E731
+
+    def seg(x, starts):
+        return segments.gather_segments(x, starts[idx], data.segment_len)
+
     return {
         "obs1": seg(data.obs, data.starts1),
         "act1": seg(data.action, data.starts1),
