@@ -74,7 +74,7 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
         def progress(done, metrics):
             bar.update(done - bar.n)
             bar.set_postfix(
-                {k: f"{v:.3g}" for k, v in metrics.items() if k in ("return", "cost", "penalty")}
+                {k: f"{v:.3g}" for k, v in metrics.items() if k in ("episode_return", "cost", "penalty")}
             )
 
         trajs, summary = collect_lib.collect(_key(cfg, "collect"), env, cfg.collect, progress)
