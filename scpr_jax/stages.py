@@ -73,9 +73,8 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
 
         def progress(done, metrics):
             bar.update(done - bar.n)
-            bar.set_postfix(
-                {k: f"{v:.3g}" for k, v in metrics.items() if k in ("episode_return", "cost", "penalty")}
-            )
+            shown = ("episode_return", "cost", "penalty")
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in shown})
 
         trajs, summary = collect_lib.collect(_key(cfg, "collect"), env, cfg.collect, progress)
     storage.save_trajectories(out / "trajectories.h5", trajs, env.name)
