@@ -23,7 +23,7 @@ import sys
 import time
 
 import jax
-from machine import describe, load_average, markdown
+from machine import describe, load_average, report_header
 
 from scpr_jax.data.collect import collect_config, collector_init, make_chunk
 from scpr_jax.envs import make
@@ -100,15 +100,8 @@ def measure(task: str, preset: str, repeats: int, seed: int) -> dict:
 
 def to_markdown(report: dict) -> str:
     """Machine, command, then one row per (environment, preset)."""
-    load = report["load_average"]
     lines = [
-        "# Collector throughput (SAC data collection, PAPER.md 3.1)",
-        "",
-        markdown(report["machine"]),
-        f"- Load average (1/5/15 min) before: {load['before']}, after: {load['after']}",
-        "",
-        f"Command: `{report['command']}`",
-        "",
+        *report_header("Collector throughput (SAC data collection, PAPER.md 3.1)", report),
         "Env steps/s: warm-up chunks (random actions, buffer writes, no updates). Transitions/s",
         "and updates/s: chunks with `updates_per_step` SAC updates per vectorised step. The",
         "last column charges only the extra time over the env-only chunk to the updates.",

@@ -25,7 +25,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from machine import describe, load_average, markdown
+from machine import describe, load_average, report_header
 
 from scpr_jax.envs import TASKS, make
 from scpr_jax.runs import atomic_write_json, atomic_write_text
@@ -119,15 +119,8 @@ def measure(env, params, state, copies: int, scan_len: int, repeats: int, seed: 
 
 def to_markdown(report: dict) -> str:
     """Results as a Markdown page: machine, command, then one row per env and copies."""
-    load = report["load_average"]
     lines = [
-        "# Environment throughput",
-        "",
-        markdown(report["machine"]),
-        f"- Load average (1/5/15 min) before: {load['before']}, after: {load['after']}",
-        "",
-        f"Command: `{report['command']}`",
-        "",
+        *report_header("Environment throughput", report),
         "Steps/s = copies * scan length / median seconds of the timed calls (call). Compile =",
         "wall time of the first call (compilation plus one run of the program). Setup = env",
         "construction plus the jitted reset of the largest batch, once per environment.",

@@ -80,3 +80,17 @@ if __name__ == "__main__":
     import json
 
     print(json.dumps(describe(), indent=2))
+
+
+def report_header(title: str, report: dict) -> list[str]:
+    """Opening Markdown lines of a results page: title, machine, load average, command."""
+    load = report["load_average"]
+    return [
+        f"# {title}",
+        "",
+        markdown(report["machine"]),
+        f"- Load average (1/5/15 min) before: {load['before']}, after: {load['after']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+    ]
