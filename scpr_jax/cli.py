@@ -61,12 +61,17 @@ def _setup(args: argparse.Namespace):
 
 
 def _cmd_stage(*stages: str):
+    """A command running ``stages``; "upstream" expands to what ``cfg.methods`` need."""
+
     def cmd(args: argparse.Namespace) -> int:
         from scpr_jax import stages as lib
 
         cfg, run = _setup(args)
-        for stage in stages:
-            getattr(lib, f"run_{stage}")(run, cfg)
+        names = [
+            s for stage in stages for s in (lib.stages_for(cfg) if stage == "upstream" else [stage])
+        ]
+        for name in names:
+            lib.run_stage(name, run, cfg)
         return 0
 
     return cmd
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the main job: every stage available so far (see README)")
     _pipeline_args(p)
-    p.set_defaults(func=_cmd_stage("collect", "label"))
+    p.set_defaults(func=_cmd_stage("upstream"))
 
     p = sub.add_parser("collect", help="collect D_tau with the goal-conditioned SAC")
     _pipeline_args(p)
@@ -95,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=1)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("skills", help="Safe-VPL skills: VAE + IQL (runs collect, label first)")
+    p = sub.add_parser(
+        "skills",
+        help="skills and reward models of the configured methods (Safe-VPL: VAE + IQL; "
+        "Safe-CPL: VAE on regret labels + CPL decoder; RC/SOPL rewards), after collect/label",
+    )
     _pipeline_args(p)
-    p.set_defaults(func=_cmd_stage("collect", "label", "skills"))
+    p.set_defaults(func=_cmd_stage("upstream"))
 
     p = sub.add_parser("envs", help="list environment names")
     p.set_defaults(func=_cmd_envs)

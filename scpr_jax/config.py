@@ -17,9 +17,13 @@ from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
 from scpr_jax.envs import TASKS
+from scpr_jax.skills.cpl import cpl_config, validate_cpl_config
+from scpr_jax.skills.reward_models import reward_config, validate_reward_config
 from scpr_jax.skills.train_vae import model_config, vae_train_config
 
 PRESETS = ("small", "paper")
+METHODS = ("safe-vpl", "safe-cpl", "oracle", "task-only", "rc", "sopl")
+DEFAULT_METHODS = ("safe-vpl", "oracle", "task-only", "rc")  # PAPER.md 6's main comparison
 
 
 def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collections.ConfigDict:
@@ -32,11 +36,18 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.env = env  # task name (see `scpr envs`)
     cfg.preset = preset  # "small" (2-core CPU) or "paper" (PAPER.md settings, accelerators)
     cfg.seed = 0  # root seed; every stage folds in its own stream
+    cfg.methods = DEFAULT_METHODS  # downstream methods compared (see METHODS)
     cfg.collect = collect_config(preset)  # D_tau collection (goal-conditioned SAC)
     cfg.label = label_config(preset, env)  # crowd preference sets D_pref
     cfg.value = value_config(preset)  # per-user value functions (regret labels only)
     cfg.vae = vae_train_config(preset)  # preference VAE (encoder, prior, BT decoder)
     cfg.iql = iql_config(preset, env)  # latent-conditioned IQL skills (Safe-VPL)
+    cfg.cpl_vae = vae_train_config(preset)  # Safe-CPL's BT-VAE on regret labels
+    if preset == "paper":
+        cfg.cpl_vae.batch_size = 128  # PAPER.md 3.3: batch 128 sets for the CPL run
+    cfg.cpl = cpl_config(preset, env)  # Safe-CPL policy decoder (CPL loss)
+    cfg.rc = reward_config(preset, "rc")  # RC(omega) baseline reward; rc.weight is omega
+    cfg.sopl = reward_config(preset, "sopl")  # SOPL baseline reward (privileged)
     cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
     return cfg.lock()
 
@@ -47,6 +58,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"env={cfg.env!r} unknown; valid: {', '.join(TASKS)}")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
+    methods = tuple(cfg.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ValueError(
+            f"methods={methods!r} invalid; give distinct names from {', '.join(METHODS)}"
+        )
     validate_config(cfg.collect)
     validate_label_config(cfg.label)
     for field in ("steps", "chunk", "batch_size"):
@@ -54,6 +71,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ValueError(f"value config: {field}={cfg.value[field]!r} must be >= 1")
     model_config(cfg.vae)
     validate_iql_config(cfg.iql)
+    model_config(cfg.cpl_vae)
+    validate_cpl_config(cfg.cpl)
+    for kind in ("rc", "sopl"):
+        validate_reward_config(cfg[kind])
+        if cfg[kind].kind != kind:
+            raise ValueError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
     if cfg.eval_episodes < 1:
         raise ValueError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
 
@@ -97,5 +120,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]):
             value = float(value)
         if isinstance(old, tuple) and isinstance(value, list):
             value = tuple(value)
+        if isinstance(old, tuple) and isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())  # methods=a,b
         parent[leaf] = value
     return cfg

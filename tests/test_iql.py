@@ -319,9 +319,11 @@ def test_train_skills_resumes_and_vmaps_seeds(tmp_path):
     shutil.rmtree(tmp_path / "a" / "ckpt" / "40")
     resumed = vpl.train_skills(*args, tmp_path / "a")
     jax.tree.map(np.testing.assert_array_equal, resumed, full)
-    seeds = vpl.train_skills(*args, tmp_path / "b", n_seeds=2)
+    seeds = vpl.train_skills(*args, tmp_path / "b", seeds=(0, 1))
     assert seeds.step.shape == (2,)
-    jax.tree.map(lambda a, b: close(a[0], b), seeds, full)
+    jax.tree.map(lambda a, b: close(a[0], b), seeds, full)  # member 0 is seed 0
+    seed1 = vpl.train_skills(*args, tmp_path / "c", seeds=1)
+    jax.tree.map(lambda a, b: close(a[1], b), seeds, seed1)
     assert not np.allclose(
         seeds.v["params"]["Dense_0"]["kernel"][1], full.v["params"]["Dense_0"]["kernel"]
     )

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from scpr_jax import cli
@@ -65,12 +66,41 @@ SKILLS_TINY = [
 ]  # fmt: skip
 
 
-def test_skills_stage_tiny(tmp_path, capsys):
+PREFS_TINY = [
+    "--set", "value.steps=20", "--set", "value.chunk=10",
+    "--set", "cpl_vae.steps=20", "--set", "cpl_vae.chunk=10", "--set", "cpl_vae.hidden=16",
+    "--set", "cpl_vae.decoder_hidden=(16,)", "--set", "cpl_vae.batch_size=8",
+    "--set", "cpl.steps=20", "--set", "cpl.chunk=10", "--set", "cpl.hidden=(16,)",
+    "--set", "rc.epochs=1", "--set", "rc.chunk=10", "--set", "rc.hidden=(16,)",
+    "--set", "sopl.epochs=1", "--set", "sopl.chunk=10", "--set", "sopl.hidden=(16,)",
+]  # fmt: skip
+
+
+def test_skills_stage_runs_every_methods_stages(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert cli.main(["skills", "--workdir", str(workdir), *TINY, *SKILLS_TINY]) == 0
+    methods = ["--set", "methods=safe-vpl,safe-cpl,rc,sopl"]
+    args = ["skills", "--workdir", str(workdir), *TINY, *SKILLS_TINY, *PREFS_TINY, *methods]
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "held-out preference accuracy" in out and "latent of user 1" in out
-    summary = json.loads((workdir / "skills" / "summary.json").read_text())
-    assert len(summary["return_latent_by_user"]) == 2
-    assert len(summary["cost_latent_by_user"][0]) == 2
-    assert (workdir / "skills" / "DONE.json").exists()
+    assert "[vpl] VAE held-out preference accuracy" in out and "latent of user 1" in out
+    assert "(regret labels" in out and "[cpl] held-out accuracy per user" in out
+    assert "[reward-rc]" in out and "[reward-sopl]" in out
+    for stage in ("vpl", "cpl"):
+        summary = json.loads((workdir / stage / "summary.json").read_text())
+        assert np.asarray(summary["return_latent_by_user"]).shape == (2, 2)
+        assert np.asarray(summary["cost_latent_by_user"]).shape == (2, 2)
+    for stage in ("label", "label-regret", "vpl", "cpl", "reward-rc", "reward-sopl"):
+        assert (workdir / stage / "DONE.json").exists()
+    # regret labels share the partial-return labels' segments (same RNG stream)
+    trajs = storage.load_trajectories(workdir / "collect" / "trajectories.h5")
+    partial, _ = storage.load_preferences(workdir / "label" / "preferences.h5", trajs=trajs)
+    regret, _ = storage.load_preferences(workdir / "label-regret" / "preferences.h5", trajs=trajs)
+    np.testing.assert_array_equal(partial.starts1, regret.starts1)
+    assert cli.main(args) == 0  # everything done: skipped
+    assert capsys.readouterr().out.count("already done") == 7
+
+
+def test_methods_setting_is_checked(tmp_path, capsys):
+    args = ["skills", "--workdir", str(tmp_path / "w"), "--set", "methods=safe-vpl,nope"]
+    assert cli.main(args) == 2
+    assert "methods=('safe-vpl', 'nope') invalid" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """The VAE stage on a tiny Ball-Run crowd: held-out evaluation and resume after a stop."""
 
+from functools import partial
+
 import jax
 import numpy as np
 import pytest
@@ -39,3 +41,31 @@ def test_vae_stage_evaluates_and_resumes(tmp_path):
     resumed, _ = train_vae(key, trajs, prefs, task, vcfg, tmp_path / "cut")
     jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
     assert int(resumed.step) == 40
+
+
+def _without_key_biases(params):
+    """Drops the attention key biases: softmax over keys is invariant to them, so their exact
+    gradient is 0 and Adam turns float noise of order 1e-10 into steps of order lr, which
+    differ between batched and unbatched programs (and never affect any output)."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in flat
+        if "['key']['bias']" not in jax.tree_util.keystr(path)
+    }
+
+
+def test_two_vmapped_seeds_equal_two_separate_runs(tmp_path):
+    trajs, prefs, task, vcfg = _tiny()
+    vcfg.steps = 20
+    key = jax.random.PRNGKey(3)
+    both, summary = train_vae(key, trajs, prefs, task, vcfg, tmp_path / "v", seeds=(0, 1))
+    assert np.asarray(summary["posterior_mean_per_user"]).shape == (2, 2, 2)  # seed, user, Z
+    close = partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
+    for i in range(2):
+        alone, alone_summary = train_vae(key, trajs, prefs, task, vcfg, tmp_path / f"{i}", seeds=i)
+        member = jax.tree.map(lambda x, i=i: x[i], both.params)
+        jax.tree.map(close, _without_key_biases(member), _without_key_biases(alone.params))
+        close(summary["posterior_mean_per_user"][i], alone_summary["posterior_mean_per_user"])
+        close(summary["accuracy"][i], alone_summary["accuracy"])
+    assert not np.allclose(both.params.prior_mean[0], both.params.prior_mean[1])

@@ -15,7 +15,8 @@ from scpr_jax.data.preferences import PreferenceSets
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task
 from scpr_jax.skills import batches, vae
-from scpr_jax.train import LoopState, make_chunk, train_loop
+from scpr_jax.train import LoopState, init_loop, make_chunk, seed_axis, train_loop
+from scpr_jax.train.loop import Seeds
 
 
 def vae_train_config(preset: str = "small") -> ml_collections.ConfigDict:
@@ -62,14 +63,41 @@ def model_config(c: ml_collections.ConfigDict) -> vae.VAEConfig:
     )
 
 
-def evaluate(params: vae.VAEParams, data: batches.SetData, config: vae.VAEConfig, n_users: int):
-    """Held-out preference accuracy per user and posterior means of every set."""
-    sets = batches.all_sets(data)
-    accuracy = jax.jit(vae.preference_accuracy, static_argnums=2)(params, sets, config)
-    post = jax.jit(jax.vmap(vae.posterior, (None, 0, None)), static_argnums=2)
-    means, _ = post(params, sets["feats"], config)
-    per_user = batches.per_user_mean(accuracy, data.users, n_users)
-    return {"accuracy": float(np.mean(accuracy)), "accuracy_per_user": per_user.tolist()}, means
+def _held_out(params: vae.VAEParams, sets: dict, config: vae.VAEConfig):
+    """Per-set held-out accuracy [M] and posterior means [M, Z] (jit/vmap-able)."""
+    accuracy = vae.preference_accuracy(params, sets, config)
+    means, _ = jax.vmap(vae.posterior, (None, 0, None))(params, sets["feats"], config)
+    return accuracy, means
+
+
+def evaluate(
+    params: vae.VAEParams,
+    data: batches.SetData,
+    config: vae.VAEConfig,
+    n_users: int,
+    n_seeds: int | None = None,
+) -> dict:
+    """Held-out preference accuracy (mean and per user) and each user's mean posterior latent.
+
+    With ``n_seeds`` the leaves of ``params`` carry a seed axis and every entry is a list
+    over seeds.
+    """
+    fn = partial(_held_out, config=config)
+    fn = jax.jit(jax.vmap(fn, (0, None)) if n_seeds else fn)
+    accuracy, means = jax.device_get(fn(params, batches.all_sets(data)))
+    users = np.asarray(data.users)
+
+    def one(acc, mu):
+        return {
+            "accuracy": float(np.mean(acc)),
+            "accuracy_per_user": batches.per_user_mean(acc, users, n_users).tolist(),
+            "posterior_mean_per_user": [mu[users == z].mean(0).tolist() for z in range(n_users)],
+        }
+
+    if not n_seeds:
+        return one(accuracy, means)
+    seeds = [one(a, m) for a, m in zip(accuracy, means, strict=True)]
+    return {k: [s[k] for s in seeds] for k in seeds[0]}
 
 
 def train_vae(
@@ -80,13 +108,19 @@ def train_vae(
     cfg: ml_collections.ConfigDict,
     workdir: str | Path,
     progress: Callable[[int, int, dict], None] | None = None,
+    seeds: Seeds = 0,
 ) -> tuple[vae.VAEState, dict]:
-    """Trains (or resumes) the BT-VAE; returns (state, held-out evaluation summary)."""
+    """Trains (or resumes) the BT-VAE; returns (state, held-out evaluation summary).
+
+    ``seeds``: one seed (an int) or a list of seeds run vmapped over the shared data, every
+    state leaf and summary entry then carrying a leading seed axis (see `init_loop`).
+    """
     config = model_config(cfg)
+    n_seeds = seed_axis(seeds)
     train = batches.set_data(trajs, prefs, task, "train")
     held_out = batches.set_data(trajs, prefs, task, "eval")
-    k_init, k_loop = jax.random.split(key)
-    state = vae.vae_init(k_init, batches.set_example(train, jnp.asarray(0)), config)
+    example = batches.set_example(train, jnp.asarray(0))
+    loop = init_loop(key, lambda k: vae.vae_init(k, example, config), seeds)
     chunk = make_chunk(
         partial(vae.vae_update, config=config),
         partial(batches.sample_sets, batch_size=cfg.batch_size),
@@ -94,18 +128,15 @@ def train_vae(
     )
 
     def eval_fn(loop: LoopState) -> dict:
-        summary, _ = evaluate(loop.algo.params, held_out, config, prefs.n_users)
-        per_user = {f"accuracy_user{z}": a for z, a in enumerate(summary["accuracy_per_user"])}
-        return {"accuracy": summary["accuracy"], **per_user}
+        summary = evaluate(loop.algo.params, held_out, config, prefs.n_users, n_seeds)
+        per_user = np.asarray(summary["accuracy_per_user"]).T  # [n_users(, n_seeds)]
+        return {
+            "accuracy": np.asarray(summary["accuracy"]),
+            **{f"accuracy_user{z}": a for z, a in enumerate(per_user)},
+        }
 
-    loop = LoopState(algo=state, key=k_loop, step=jnp.asarray(0, jnp.int32))
     loop = train_loop(
-        "vae", loop, chunk, train, cfg.steps, cfg.chunk, workdir,
+        "vae", loop, chunk, train, cfg.steps, cfg.chunk, workdir, n_seeds=n_seeds,
         evaluate=eval_fn, eval_every=cfg.chunk * 2, progress=progress,
     )  # fmt: skip
-    summary, means = evaluate(loop.algo.params, held_out, config, prefs.n_users)
-    users = np.asarray(held_out.users)
-    summary["posterior_mean_per_user"] = [
-        np.asarray(means)[users == z].mean(0).tolist() for z in range(prefs.n_users)
-    ]
-    return loop.algo, summary
+    return loop.algo, evaluate(loop.algo.params, held_out, config, prefs.n_users, n_seeds)

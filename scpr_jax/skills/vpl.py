@@ -22,7 +22,8 @@ from scpr_jax.agents.iql import IQLState, iql_init, iql_update, validate_iql_con
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task, strip_goal
 from scpr_jax.skills.vae import RewardDecoder, VAEConfig, VAEParams
-from scpr_jax.train import LoopState, make_chunk, train_loop
+from scpr_jax.train import init_loop, make_chunk, seed_axis, train_loop
+from scpr_jax.train.loop import Seeds
 
 NORM_SAMPLES = 10_000  # transitions used once for the reward mean and std
 
@@ -130,28 +131,19 @@ def train_skills(
     iql_cfg: ml_collections.ConfigDict,
     workdir: str | Path,
     progress: Callable[[int, int, dict], None] | None = None,
-    n_seeds: int | None = None,
+    seeds: Seeds = 0,
 ) -> IQLState:
     """Trains the latent-conditioned skills pi_l(a | s, z') by IQL; resumes from ``workdir``.
 
-    Seed i starts from ``fold_in(key, i)``-derived parameters and shares the relabelled data
-    (and its reward normaliser) with the other seeds; ``n_seeds=None`` trains seed 0 alone
-    and returns unbatched state, otherwise every leaf has a leading [n_seeds] axis.
+    ``seeds``: one seed (an int; unbatched state) or a list of seeds trained vmapped, every
+    state leaf then carrying a leading seed axis (see `init_loop`). All seeds share the
+    relabelled data and its reward normaliser.
     """
     validate_iql_config(iql_cfg)
-    if n_seeds is not None and n_seeds < 1:
-        raise ValueError(f"n_seeds={n_seeds} must be None or a positive integer")
     k_data, k_seeds = jax.random.split(key)
     data = skill_data(k_data, trajs, task, vae_params, vae_config)
     obs_size = task.obs_size + vae_config.latent_dim
-
-    def init(seed):
-        k_init, k_loop = jax.random.split(jax.random.fold_in(k_seeds, seed))
-        algo = iql_init(k_init, obs_size, task.action_size, iql_cfg)
-        return LoopState(algo=algo, key=k_loop, step=jnp.asarray(0, jnp.int32))
-
-    seeds = jnp.arange(n_seeds or 1)
-    loop = jax.jit(lambda i: jax.vmap(init)(i) if n_seeds else init(i[0]))(seeds)
+    loop = init_loop(k_seeds, lambda k: iql_init(k, obs_size, task.action_size, iql_cfg), seeds)
     sample = skill_sampler(int(iql_cfg.batch_size), vae_config)
     chunk = make_chunk(iql_update, sample, int(iql_cfg.chunk))
     final = train_loop(
@@ -162,7 +154,7 @@ def train_skills(
         int(iql_cfg.steps),
         int(iql_cfg.chunk),
         workdir,
-        n_seeds=n_seeds,
+        n_seeds=seed_axis(seeds),
         progress=progress,
     )
     return final.algo

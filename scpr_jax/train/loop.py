@@ -55,6 +55,37 @@ def make_chunk(
     return chunk
 
 
+Seeds = int | tuple[int, ...] | list[int] | range
+
+
+def seed_axis(seeds: Seeds) -> int | None:
+    """None for one unbatched seed (an int), else the number of vmapped seeds."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 0:
+            raise ValueError(f"seed={seeds} must be a non-negative integer")
+        return None
+    seeds = list(seeds)
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r} must be a non-empty list of non-negative integers")
+    return len(seeds)
+
+
+def init_loop(key: jax.Array, init: Callable[[jax.Array], Any], seeds: Seeds = 0) -> LoopState:
+    """`LoopState` of one seed (an int, unbatched) or of several stacked on a leading axis.
+
+    Seed s draws its parameters from ``init(k)`` and its loop key, both from
+    ``fold_in(key, s)``, so member j of a vmapped run equals a separate run of ``seeds[j]``.
+    """
+
+    def one(seed):
+        k_init, k_loop = jax.random.split(jax.random.fold_in(key, seed))
+        return LoopState(algo=init(k_init), key=k_loop, step=jnp.asarray(0, jnp.int32))
+
+    if seed_axis(seeds) is None:
+        return jax.jit(one)(jnp.asarray(seeds, jnp.int32))
+    return jax.jit(jax.vmap(one))(jnp.asarray(list(seeds), jnp.int32))
+
+
 def _check_finite(stage: str, step: int, metrics: dict[str, np.ndarray]) -> None:
     for name, value in metrics.items():
         if not np.all(np.isfinite(value)):
