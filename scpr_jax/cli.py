@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from scpr_jax.envs import TASKS, env_names
@@ -55,7 +56,12 @@ def _setup(args: argparse.Namespace):
     validate(cfg)
     workdir = args.workdir or f"runs/{cfg.env}-{cfg.preset}"
     run = RunDir(workdir)
-    atomic_write_json(run.root / "config.json", cfg.to_dict())
+    saved = run.root / "config.json"
+    if saved.exists():
+        from scpr_jax.stages import check_settings
+
+        check_settings(run, json.loads(saved.read_text()), cfg)
+    atomic_write_json(saved, cfg.to_dict())
     print(f"run directory: {run.root.absolute()}")
     return cfg, run
 
@@ -81,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpr", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("run", help="the main job: every stage available so far (see README)")
+    p = sub.add_parser(
+        "run",
+        help="the main job: collect -> label -> skills/rewards -> downstream -> report "
+        "(default: Ball-Run, small preset, Safe-VPL, Oracle, Task-Only, RC(0.5))",
+    )
     _pipeline_args(p)
-    p.set_defaults(func=_cmd_stage("upstream"))
+    p.set_defaults(func=_cmd_stage("upstream", "downstream", "report"))
 
     p = sub.add_parser("collect", help="collect D_tau with the goal-conditioned SAC")
     _pipeline_args(p)
@@ -107,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _pipeline_args(p)
     p.set_defaults(func=_cmd_stage("upstream"))
+
+    p = sub.add_parser(
+        "downstream", help="each method's high-level policy by TD3+BC (runs the stages before)"
+    )
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("upstream", "downstream"))
+
+    p = sub.add_parser("report", help="table, curves and scatter of a finished run's methods")
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("report"))
 
     p = sub.add_parser("envs", help="list environment names")
     p.set_defaults(func=_cmd_envs)

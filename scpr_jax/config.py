@@ -13,6 +13,7 @@ from pathlib import Path
 import ml_collections
 
 from scpr_jax.agents.iql import iql_config, validate_iql_config
+from scpr_jax.agents.td3 import td3bc_config, validate_td3_config
 from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
@@ -49,6 +50,13 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.rc = reward_config(preset, "rc")  # RC(omega) baseline reward; rc.weight is omega
     cfg.sopl = reward_config(preset, "sopl")  # SOPL baseline reward (privileged)
     cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
+    cfg.td3bc = ml_collections.ConfigDict(
+        {m.replace("-", "_"): td3bc_config(preset, env, m) for m in METHODS}
+    )  # offline TD3+BC of each method's high-level policy (td3bc.safe_vpl.beta_reg, ...)
+    cfg.downstream = ml_collections.ConfigDict()
+    cfg.downstream.seeds = (0, 1, 2)  # downstream seeds trained vmapped per method
+    cfg.downstream.eval_episodes = 100 if preset == "small" else 200  # final evaluation
+    cfg.downstream.oracle_cost_weight = 10.0  # Oracle's reward r_new - weight * cost
     return cfg.lock()
 
 
@@ -77,6 +85,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         validate_reward_config(cfg[kind])
         if cfg[kind].kind != kind:
             raise ValueError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
+    for m in METHODS:
+        validate_td3_config(cfg.td3bc[m.replace("-", "_")])
+    seeds = tuple(cfg.downstream.seeds)
+    if not seeds or any(not isinstance(x, int) or x < 0 for x in seeds):
+        raise ValueError(f"downstream.seeds={seeds!r} must be non-negative integers")
+    if cfg.downstream.eval_episodes < 1:
+        raise ValueError(f"downstream.eval_episodes={cfg.downstream.eval_episodes!r} must be >= 1")
+    if cfg.downstream.oracle_cost_weight < 0:
+        raise ValueError(
+            f"downstream.oracle_cost_weight={cfg.downstream.oracle_cost_weight!r} must be >= 0"
+        )
     if cfg.eval_episodes < 1:
         raise ValueError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
 

@@ -31,10 +31,14 @@ def test_label_stage_end_to_end_and_skip(tmp_path, capsys):
     assert summary["sets_per_user"] == [20, 20]
     assert json.loads((workdir / "config.json").read_text())["collect"]["total_steps"] == 4000
     mtime = (workdir / "collect" / "trajectories.h5").stat().st_mtime
-    assert cli.main(["run", "--workdir", str(workdir), *TINY]) == 0
+    assert cli.main(["label", "--workdir", str(workdir), *TINY]) == 0
     out = capsys.readouterr().out
     assert "[collect] already done" in out and "[label] already done" in out
     assert (workdir / "collect" / "trajectories.h5").stat().st_mtime == mtime
+    # a finished stage made with other settings is never silently reused
+    assert cli.main(["label", "--workdir", str(workdir), *TINY, "--set", "label.n_pairs=5"]) == 2
+    err = capsys.readouterr().err
+    assert "label.n_pairs: 4 -> 5 (stage 'label' is done)" in err and "new --workdir" in err
 
 
 @pytest.mark.parametrize(
@@ -104,3 +108,36 @@ def test_methods_setting_is_checked(tmp_path, capsys):
     args = ["skills", "--workdir", str(tmp_path / "w"), "--set", "methods=safe-vpl,nope"]
     assert cli.main(args) == 2
     assert "methods=('safe-vpl', 'nope') invalid" in capsys.readouterr().err
+
+
+def _downstream_tiny(methods, steps=400):
+    args = ["--set", f"methods={','.join(methods)}", "--set", "downstream.seeds=(0, 1)"]
+    args += ["--set", "downstream.eval_episodes=20"]
+    for m in methods:
+        section = f"td3bc.{m.replace('-', '_')}"
+        for setting in (
+            f"steps={steps}", "chunk=200", "eval_every=200", "eval_episodes=4",
+            "hidden=(32, 32)", "batch_size=64",
+        ):  # fmt: skip
+            args += ["--set", f"{section}.{setting}"]
+    return args
+
+
+def test_main_job_end_to_end_tiny(tmp_path, capsys):
+    """collect -> label -> skills/rewards -> downstream -> report on a tiny preset."""
+    workdir = tmp_path / "run"
+    methods = ("safe-vpl", "oracle", "task-only", "rc")
+    args = ["run", "--workdir", str(workdir), *TINY, *SKILLS_TINY, *PREFS_TINY]
+    assert cli.main([*args, *_downstream_tiny(methods)]) == 0
+    out = capsys.readouterr().out
+    assert "| Method | Rew (norm) | Cost (norm) |" in out
+    table = json.loads((workdir / "report" / "table.json").read_text())
+    rows = table["rows"]
+    assert list(rows) == list(methods)
+    for name in ("table.md", "curves.png", "scatter.png", "config.json"):
+        assert (workdir / "report" / name).stat().st_size > 0
+    oracle, task_only = rows["oracle"], rows["task-only"]
+    assert oracle["n_seeds"] == 2 and task_only["cost"]["mean"] > 0
+    assert oracle["cost"]["mean"] < task_only["cost"]["mean"], (oracle, task_only)
+    summary = json.loads((workdir / "down-safe-vpl" / "summary.json").read_text())
+    assert np.asarray(summary["curves"]["return"]).shape == (2, 2)  # seeds x evaluations

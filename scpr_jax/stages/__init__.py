@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from scpr_jax.stages.data import run_collect, run_label, run_label_regret
+from scpr_jax.stages.downstream import run_downstream, run_report
 from scpr_jax.stages.skills import run_cpl, run_reward_rc, run_reward_sopl, run_vpl
 
 NEEDS = {  # method -> the stages it needs before its downstream training
@@ -24,6 +25,61 @@ def stages_for(cfg: ml_collections.ConfigDict) -> list[str]:
     return [s for s in ORDER if s in needed]
 
 
+SECTION_STAGES = {  # top-level setting -> stage directories whose results depend on it
+    "collect": ("collect",),
+    "label": ("label", "label-regret"),
+    "value": ("label", "label-regret"),
+    "vae": ("vpl",),
+    "iql": ("vpl",),
+    "eval_episodes": ("vpl", "cpl"),
+    "cpl_vae": ("cpl",),
+    "cpl": ("cpl",),
+    "rc": ("reward-rc",),
+    "sopl": ("reward-sopl",),
+}
+EVERY_STAGE = ("env", "preset", "seed")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _stages_of(key: str) -> tuple[str, ...]:
+    top, _, rest = key.partition(".")
+    if top in EVERY_STAGE:
+        return ("collect",)  # everything downstream of collect depends on it too
+    if top == "td3bc":
+        return (f"down-{rest.partition('.')[0].replace('_', '-')}",)
+    if top == "downstream":
+        return tuple(f"down-{m}" for m in NEEDS)
+    return SECTION_STAGES.get(top, ())
+
+
+def check_settings(run, old: dict, cfg: ml_collections.ConfigDict) -> None:
+    """Raises ValueError if a finished stage of ``run`` was made with other settings."""
+    before, now = _flatten(old), _flatten(cfg.to_dict())
+    clashes = [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r} (stage {stage!r} is done)"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+        for stage in _stages_of(k)
+        if run.done(stage) is not None
+    ]
+    if clashes:
+        raise ValueError(
+            f"run directory {run.root} has finished stages made with other settings:\n  "
+            + "\n  ".join(clashes)
+            + "\nuse a new --workdir, or delete those stage directories (and the later "
+            "stages that use them) to redo them"
+        )
+
+
 def run_stage(name: str, run, cfg: ml_collections.ConfigDict) -> dict:
     """Runs (or skips, if done) the stage called ``name``."""
     return globals()[f"run_{name}"](run, cfg)
@@ -32,11 +88,14 @@ def run_stage(name: str, run, cfg: ml_collections.ConfigDict) -> dict:
 __all__ = [
     "run_collect",
     "run_cpl",
+    "run_downstream",
     "run_label",
     "run_label_regret",
+    "run_report",
     "run_reward_rc",
     "run_reward_sopl",
     "run_stage",
     "run_vpl",
+    "check_settings",
     "stages_for",
 ]

@@ -1,0 +1,158 @@
+"""Downstream stages: each method's high-level policy by TD3+BC on D_tau, then the report.
+
+Every method trains its own vmapped seeds (``cfg.downstream.seeds``) on the same offline data
+with its own training reward (PAPER.md 5): Oracle r_new - 10 * cost, Task-Only and the skill
+methods r_new, RC(omega) and SOPL their relabelled rewards. Skill methods act through their
+frozen skill (restored from the skill stage's checkpoints). Evaluation rolls out every seed
+in the downstream environment, a random downstream goal per episode (PAPER.md 3.6).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from scpr_jax.envs import make_task
+from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
+
+
+def method_key(method: str) -> str:
+    """Config section of a method's TD3+BC settings: ``td3bc.<method with _>``."""
+    return method.replace("-", "_")
+
+
+def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: str, trajs) -> jax.Array:
+    """The training reward of ``method`` on every row of D_tau.  -> [N]."""
+    from scpr_jax.skills import reward_models as rm
+    from scpr_jax.stages.skills import reward_model
+
+    if method == "oracle":
+        return trajs.reward - cfg.downstream.oracle_cost_weight * trajs.cost
+    if method in ("rc", "sopl"):
+        state, _ = reward_model(run, cfg, method)  # restored from its checkpoint
+        stats = rm.reward_stats(state.params, trajs)
+        if method == "rc":
+            return rm.relabel_rc(trajs, state.params, jnp.float32(cfg.rc.weight), stats)
+        return rm.relabel_sopl(trajs, state.params, stats, jnp.float32(cfg.sopl.weight))
+    return trajs.reward  # task-only and the skill methods: r_new only
+
+
+def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: str):
+    """The frozen executor of ``method``: its skill, or the identity for baselines."""
+    from scpr_jax.downstream import highlevel
+    from scpr_jax.stages.skills import cpl_skills, vpl_skills
+
+    task = make_task(cfg.env)
+    if method == "safe-vpl":
+        vae_state, _, iql_state = vpl_skills(run, cfg)
+        return highlevel.vpl_skill(iql_state.policy, vae_state.params, task.obs_size)
+    if method == "safe-cpl":
+        vae_state, _, cpl_state, _ = cpl_skills(run, cfg)
+        return highlevel.cpl_skill(cpl_state.params, vae_state.params, task.obs_size)
+    return highlevel.identity_skill(task.obs_size, task.action_size)
+
+
+def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int):
+    """Jitted ``f(key, algo, skill) -> (return, cost)`` [n_seeds, n_episodes] for vmapped seeds."""
+    from scpr_jax.downstream.offline import act
+    from scpr_jax.evaluation import downstream_returns_fn
+
+    one = downstream_returns_fn(cfg.env, n_episodes, lambda p, obs: act(p[0], p[1], obs))
+
+    def f(key, algo, skill):
+        keys = jax.random.split(key, jax.tree.leaves(algo)[0].shape[0])
+        return jax.vmap(lambda k, a: one(k, (a, skill)))(keys, algo)
+
+    return jax.jit(f)
+
+
+def _curves(workdir) -> dict:
+    """Evaluation curves of a training run from its eval.jsonl (per-seed values)."""
+    rows = [json.loads(line) for line in (workdir / "eval.jsonl").read_text().splitlines()]
+    return {
+        "step": [r["step"] for r in rows],
+        "return": np.asarray([r["return"] for r in rows]).T.tolist(),  # [n_seeds, T]
+        "cost": np.asarray([r["cost"] for r in rows]).T.tolist(),
+    }
+
+
+def run_method(run: RunDir, cfg: ml_collections.ConfigDict, method: str) -> dict:
+    """Trains and evaluates ``method``'s downstream policy (stage ``down-<method>``)."""
+    from scpr_jax.downstream.offline import offline_data, train_offline
+
+    stage = f"down-{method}"
+    if (done := skip(run, stage)) is not None:
+        return done
+    t0 = time.perf_counter()
+    td3 = cfg.td3bc[method_key(method)]
+    trajs, _ = load_data(run, cfg, label_stage=None)
+    skill = method_skill(run, cfg, method)
+    data = offline_data(trajs, method_reward(run, cfg, method, trajs), skill)
+    seeds = tuple(cfg.downstream.seeds)
+    key = stage_key(cfg, "downstream")
+    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes))
+
+    def evaluate(loop) -> dict:
+        k = jax.random.fold_in(stage_key(cfg, "eval"), int(np.max(loop.step)))
+        ret, cost = evaluate_during(k, loop.algo, skill)
+        return {"return": ret.mean(-1), "cost": cost.mean(-1)}
+
+    out = run.stage(stage)
+    with progress_bar(f"[{stage}] TD3+BC updates", td3.steps, ("eval/return", "eval/cost")) as bar:
+        state = train_offline(
+            key, data, td3, out, seeds=seeds, evaluate=evaluate,
+            eval_every=int(td3.eval_every), progress=bar,
+        )  # fmt: skip
+    n_final = int(cfg.downstream.eval_episodes)
+    ret, cost = rollout_fn(cfg, n_final)(stage_key(cfg, "eval"), state, skill)
+    summary = {
+        "method": method,
+        "seeds": list(seeds),
+        "return": np.asarray(ret.mean(-1)).tolist(),  # per seed, mean over episodes
+        "cost": np.asarray(cost.mean(-1)).tolist(),
+        "episodes": n_final,
+        "curves": _curves(out),
+        "seconds": time.perf_counter() - t0,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    print(
+        f"[{stage}] {len(seeds)} seeds, {n_final} episodes each: return "
+        f"{np.mean(summary['return']):.2f}, cost {np.mean(summary['cost']):.2f} "
+        f"(per seed: {[round(r, 1) for r in summary['return']]}, "
+        f"{[round(c, 1) for c in summary['cost']]})"
+    )
+    run.mark_done(stage, {"summary": summary, "config": td3.to_dict()})
+    return run.done(stage)
+
+
+def run_downstream(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
+    """Every configured method's downstream policy -> {method: summary}."""
+    return {m: run_method(run, cfg, m)["summary"] for m in cfg.methods}
+
+
+def run_report(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
+    """The normalised table (Markdown, JSON), curves and scatter (PNG) of every method."""
+    from scpr_jax.evaluation import normalised_table, table_markdown
+    from scpr_jax.report import write_report
+
+    missing = [m for m in cfg.methods if run.done(f"down-{m}") is None]
+    if missing:
+        raise ValueError(
+            f"methods {missing} have no finished downstream stage in {run.root}; "
+            "run `scpr downstream` (or `scpr run`) with the same settings first"
+        )
+    results = {m: run.done(f"down-{m}")["summary"] for m in cfg.methods}
+    raw = {m: {"return": s["return"], "cost": s["cost"]} for m, s in results.items()}
+    table = normalised_table(raw)
+    curves = {m: s["curves"] for m, s in results.items()}
+    title = f"{cfg.env} ({cfg.preset} preset, seed {cfg.seed})"
+    paths = write_report(run.stage("report"), table, curves, cfg.to_dict(), title)
+    print(f"[report] {title}: -> {run.stage('report')}")
+    print(table_markdown(table))
+    return {"table": table, "paths": {k: str(v) for k, v in paths.items()}}
