@@ -13,7 +13,7 @@ from pathlib import Path
 import ml_collections
 
 from scpr_jax.agents.iql import iql_config, validate_iql_config
-from scpr_jax.agents.td3 import td3bc_config, validate_td3_config
+from scpr_jax.agents.td3_config import METHODS, td3bc_config, validate_td3_config
 from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
@@ -23,7 +23,6 @@ from scpr_jax.skills.reward_models import reward_config, validate_reward_config
 from scpr_jax.skills.train_vae import model_config, vae_train_config
 
 PRESETS = ("small", "paper")
-METHODS = ("safe-vpl", "safe-cpl", "oracle", "task-only", "rc", "sopl")
 DEFAULT_METHODS = ("safe-vpl", "oracle", "task-only", "rc")  # PAPER.md 6's main comparison
 
 
@@ -50,6 +49,7 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.rc = reward_config(preset, "rc")  # RC(omega) baseline reward; rc.weight is omega
     cfg.sopl = reward_config(preset, "sopl")  # SOPL baseline reward (privileged)
     cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
+    cfg.eval_max_steps = 0  # episode length of every evaluation rollout; 0: the task's default
     cfg.td3bc = ml_collections.ConfigDict(
         {m.replace("-", "_"): td3bc_config(preset, env, m) for m in METHODS}
     )  # offline TD3+BC of each method's high-level policy (td3bc.safe_vpl.beta_reg, ...)
@@ -96,6 +96,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"downstream.oracle_cost_weight={cfg.downstream.oracle_cost_weight!r} must be >= 0"
         )
+    if cfg.eval_max_steps != 0 and cfg.eval_max_steps < 2:
+        raise ValueError(f"eval_max_steps={cfg.eval_max_steps!r} must be 0 (default) or >= 2")
     if cfg.eval_episodes < 1:
         raise ValueError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
 

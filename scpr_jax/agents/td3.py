@@ -20,136 +20,22 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import struct
 
 from scpr_jax.agents.sac import TwinQ, soft_update
+from scpr_jax.agents.td3_config import (  # noqa: F401  (re-exported)
+    BC_ALPHA,
+    METHODS,
+    SKILL_KIND,
+    td3_config,
+    td3bc_config,
+    validate_td3_config,
+)
 from scpr_jax.downstream.highlevel import Skill, execute
-from scpr_jax.envs import TASKS as ENV_TASKS
 from scpr_jax.nets import MLP
 
 ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
-PRESETS = ("small", "paper")
-TASKS = tuple(ENV_TASKS)
-SKILL_KIND = {"safe-vpl": "iql", "safe-cpl": "cpl"}  # the other methods act through "identity"
-METHODS = ("safe-vpl", "safe-cpl", "oracle", "task-only", "rc", "sopl")
-# bc_alpha (PAPER.md 3.6) of the skill methods and (PAPER.md 5) of Task-Only; the paper lists
-# no value for Oracle, RC and SOPL, which act in the same env-action space: they use Task-Only's
-BC_ALPHA = {  # env -> (skill methods, baselines)
-    "ball-run": (100.0, 20.0),
-    "ball-circle": (2000.0, 200.0),
-    "ball-reach": (100.0, 200.0),
-    "ant-vel": (2000.0, 1.0),
-    "halfcheetah-vel": (200.0, 200.0),
-    "swimmer-vel": (200.0, 200.0),
-}
-PAPER_STEPS = {"ball-circle": 2_000_000, "ball-run": 100_000}  # 1M elsewhere
-
-
-def _check_names(preset: str, env: str, method: str | None = None) -> None:
-    for what, value, valid in (("preset", preset, PRESETS), ("env", env, TASKS)):
-        if value not in valid:
-            raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-    if method is not None and method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-
-
-def _common(c: ml_collections.ConfigDict) -> None:
-    c.hidden = (256, 256)  # widths of the actor and of each critic (() = linear)
-    c.lr = 3e-4  # Adam learning rate (actor and critic)
-    c.gamma = 0.99  # discount
-    c.tau = 0.005  # Polyak rate of the target actor and critic
-    c.target_noise = 0.2  # std of the target-policy smoothing noise on env actions
-    c.noise_clip = 0.5  # clip of that noise
-    c.policy_freq = 1  # critic updates per actor (and target) update
-    c.eval_every = 20_000  # updates between evaluations
-    c.eval_episodes = 200  # episodes per evaluation (a random downstream goal each)
-
-
-def td3bc_config(preset: str, env: str, method: str) -> ml_collections.ConfigDict:
-    """Offline TD3+BC settings of pi_h for ``method`` on ``env`` (PAPER.md 3.6, 5), locked."""
-    _check_names(preset, env, method)
-    c = ml_collections.ConfigDict()
-    c.env = env  # task name
-    c.method = method  # one of METHODS; safe-* act through a latent skill
-    _common(c)
-    c.batch_size = 512  # transitions per update
-    c.steps = PAPER_STEPS.get(env, 1_000_000)  # updates
-    c.chunk = 1000  # updates per jitted lax.scan chunk
-    c.bc_alpha = BC_ALPHA[env][method not in SKILL_KIND]  # lambda = bc_alpha / mean|Q|
-    c.bc_weight = 1.0  # weight of the behaviour-cloning term ||a_pi - a_D||^2
-    c.beta_reg = 1.0 if method in SKILL_KIND else 0.0  # prior penalty (baselines: no prior)
-    if preset == "small":  # Ball-Run: 4 methods x 3 vmapped seeds in ~4 min on 2 CPU cores
-        # (measured ~50 updates/s per 3-seed batch with a 256x256 IQL skill, ~60 without)
-        c.batch_size = 256
-        c.steps = 3000
-        c.chunk = 500
-        c.eval_every = 1000
-        c.eval_episodes = 20
-    return c.lock()
-
-
-def td3_config(preset: str, env: str) -> ml_collections.ConfigDict:
-    """Online TD3 settings of pi_h over a skill (PAPER.md 3.6); the trainer is a later stage."""
-    _check_names(preset, env)
-    c = ml_collections.ConfigDict()
-    c.env = env  # task name
-    _common(c)
-    c.batch_size = 256  # transitions per update
-    c.steps = 2_000_000 if env == "ant-vel" else 500_000  # environment steps
-    c.chunk = 1000  # env steps (and updates) per jitted chunk
-    c.q_scale = 200.0  # lambda = q_scale / mean|Q|
-    c.bc_weight = 0.0  # no behaviour cloning online
-    c.beta_reg = 0.01  # prior penalty (set 0 for an identity skill)
-    c.expl_noise = 0.1  # std of the Gaussian exploration noise on env actions
-    c.warmup_steps = 10_000  # env steps with random u before learning starts
-    c.warmup_u_std = 3.0  # random u ~ warmup_u_std * N(0, I) during warm-up
-    c.updates_per_step = 1  # gradient updates per env step
-    c.n_envs = 1  # parallel environments
-    c.buffer_size = 1_000_000  # replay capacity (transitions)
-    if preset == "small":
-        c.steps, c.chunk, c.warmup_steps, c.buffer_size = 20_000, 500, 2000, 20_000
-        c.eval_every, c.eval_episodes = 5000, 20
-    return c.lock()
-
-
-_RULES = (  # (fields, predicate, what is allowed); fields absent from a config are skipped
-    (
-        ("batch_size", "steps", "chunk", "policy_freq", "eval_episodes", "n_envs"),
-        lambda v: v >= 1 and v == int(v),
-        "a positive integer",
-    ),
-    (("eval_every", "warmup_steps"), lambda v: v >= 0 and v == int(v), "an integer >= 0"),
-    (("updates_per_step", "buffer_size"), lambda v: v >= 1 and v == int(v), "an integer >= 1"),
-    (("lr", "bc_alpha", "q_scale"), lambda v: v > 0, "> 0"),
-    (("gamma", "tau"), lambda v: 0 <= v <= 1, "in [0, 1]"),
-    (
-        ("beta_reg", "bc_weight", "target_noise", "noise_clip", "expl_noise", "warmup_u_std"),
-        lambda v: v >= 0,
-        ">= 0",
-    ),
-)
-
-
-def validate_td3_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first field outside its allowed range."""
-    for names, ok, allowed in _RULES:
-        for name in names:
-            if name in config and not ok(float(config[name])):
-                raise ValueError(f"td3 config.{name}={config[name]} must be {allowed}")
-    if any(int(w) < 1 for w in config.hidden):  # () is allowed: linear networks
-        raise ValueError(f"td3 config.hidden={config.hidden} must be positive widths")
-    if config.steps % config.chunk:
-        raise ValueError(
-            f"td3 config.steps={config.steps} must be a multiple of chunk={config.chunk}"
-        )
-    if config.env not in TASKS:
-        raise ValueError(f"td3 config.env={config.env!r} unknown; valid: {', '.join(TASKS)}")
-    if "method" in config and config.method not in METHODS:
-        raise ValueError(
-            f"td3 config.method={config.method!r} unknown; valid: {', '.join(METHODS)}"
-        )
 
 
 class Actor(nn.Module):

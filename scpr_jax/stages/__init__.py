@@ -32,6 +32,7 @@ SECTION_STAGES = {  # top-level setting -> stage directories whose results depen
     "vae": ("vpl",),
     "iql": ("vpl",),
     "eval_episodes": ("vpl", "cpl"),
+    "eval_max_steps": ("vpl", "cpl", *(f"down-{m}" for m in NEEDS)),
     "cpl_vae": ("cpl",),
     "cpl": ("cpl",),
     "rc": ("reward-rc",),
@@ -65,9 +66,9 @@ def check_settings(run, old: dict, cfg: ml_collections.ConfigDict) -> None:
     """Raises ValueError if a finished stage of ``run`` was made with other settings."""
     before, now = _flatten(old), _flatten(cfg.to_dict())
     clashes = [
-        f"{k}: {before.get(k)!r} -> {now.get(k)!r} (stage {stage!r} is done)"
-        for k in sorted(set(before) | set(now))
-        if before.get(k) != now.get(k)
+        f"{k}: {before[k]!r} -> {now[k]!r} (stage {stage!r} is done)"
+        for k in sorted(set(before) & set(now))  # settings added later keep old behaviour
+        if before[k] != now[k]
         for stage in _stages_of(k)
         if run.done(stage) is not None
     ]

@@ -63,7 +63,8 @@ def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int):
     from scpr_jax.downstream.offline import act
     from scpr_jax.evaluation import downstream_returns_fn
 
-    one = downstream_returns_fn(cfg.env, n_episodes, lambda p, obs: act(p[0], p[1], obs))
+    max_steps = int(cfg.eval_max_steps) or None
+    one = downstream_returns_fn(cfg.env, n_episodes, lambda p, o: act(p[0], p[1], o), max_steps)
 
     def f(key, algo, skill):
         keys = jax.random.split(key, jax.tree.leaves(algo)[0].shape[0])

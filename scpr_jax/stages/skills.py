@@ -91,7 +91,7 @@ def _finish(run: RunDir, cfg, stage: str, act, latents, summary: dict, t0: float
 
     ret, cost = latent_returns(
         stage_key(cfg, "eval"), cfg.env, act, jnp.asarray(latents),
-        n_episodes=int(cfg.eval_episodes),
+        n_episodes=int(cfg.eval_episodes), max_steps=int(cfg.eval_max_steps) or None,
     )  # fmt: skip
     summary.update(
         return_latent_by_user=ret.tolist(),  # [latent of user i, environment of user u]
