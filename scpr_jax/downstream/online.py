@@ -54,8 +54,8 @@ def online_config(preset: str, env: str, method: str) -> ml_collections.ConfigDi
     c.method = method  # safe-* act through a latent skill, the baselines through "identity"
     if method not in SKILL_KIND:
         c.beta_reg = 0.0  # no latent prior to stay close to
-    if preset == "small":  # Ball-Run Task-Only, 20k env steps, about a minute on 2 CPU cores
-        c.hidden, c.batch_size = (64, 64), 128
+    if preset == "small":  # Ball-Run Task-Only: 20k env steps in ~40 s on 2 CPU cores (256x256
+        c.hidden, c.batch_size = (64, 64), 128  # nets and batch 256 took ~4 min)
     return c.lock()
 
 
@@ -84,21 +84,17 @@ class OnlineState:
     cost_weight: jax.Array  # [] weight of the cost in the learning reward
 
 
-def _sizes(cfg) -> tuple[int, int, int, int, int, int]:
-    """Static (n_envs, vectorised steps per chunk, warm-up steps, updates per step, batch, C)."""
+def _static(cfg) -> tuple:
+    """(n_envs, vectorised steps per chunk, warm-up steps, updates per step, batch, C, u_std)."""
     n_envs = int(cfg.n_envs)
     if cfg.chunk % n_envs:
         raise ValueError(f"td3 config.chunk={cfg.chunk} must be a multiple of n_envs={n_envs}")
+    if cfg.buffer_size < n_envs:
+        raise ValueError(f"td3 config.buffer_size={cfg.buffer_size} must be >= n_envs={n_envs}")
     warmup_t = -(-int(cfg.warmup_steps) // n_envs)
-    n_updates = int(cfg.updates_per_step) * n_envs
-    return (
-        n_envs,
-        int(cfg.chunk) // n_envs,
-        warmup_t,
-        n_updates,
-        int(cfg.batch_size),
-        int(cfg.buffer_size),
-    )
+    n_updates = int(cfg.updates_per_step) * n_envs  # updates per transition, as in the paper
+    sizes = (int(cfg.chunk) // n_envs, warmup_t, n_updates, int(cfg.batch_size))
+    return (n_envs, *sizes, int(cfg.buffer_size), float(cfg.warmup_u_std))
 
 
 def online_init(key, env, skill: Skill, cfg, cost_weight: float = 0.0) -> OnlineState:
@@ -221,10 +217,12 @@ def _chunk(env_name: str, n_envs, n_steps, warmup_t, n_updates, batch_size, capa
 
 def online_chunk(env_name: str, cfg) -> Callable[[LoopState, Skill], tuple[LoopState, dict]]:
     """The pure ``chunk(loop, skill)`` of `cfg.chunk` env steps (+ updates) for `train_loop`."""
-    return _chunk(env_name, *_sizes(cfg), float(cfg.warmup_u_std))
+    return _chunk(env_name, *_static(cfg))
 
 
 def _check(env_name: str, env, skill: Skill, cfg, reward: str) -> None:
+    if env.form != "downstream":
+        raise ValueError(f"online training needs the downstream form, got {env_name!r}")
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
     if cfg.env != env_name.partition("/")[0]:
@@ -273,14 +271,12 @@ def train_online(
     """
     validate_td3_config(cfg)
     env_name = env_name if "/" in env_name else f"{env_name}/downstream"
-    env = make(env_name)
-    if env.form != "downstream":
-        raise ValueError(f"online training needs the downstream form, got {env_name!r}")
-    _check(env_name, env, skill, cfg, reward)
+    _check(env_name, make(env_name), skill, cfg, reward)
+    chunk = online_chunk(env_name, cfg)
     weight = float(cost_weight) if reward == "oracle" else 0.0
     loop = initial_loop(key, env_name, skill, cfg, seeds, weight)
     final = train_loop(
-        "online", loop, online_chunk(env_name, cfg), skill, int(cfg.steps), int(cfg.chunk),
+        "online", loop, chunk, skill, int(cfg.steps), int(cfg.chunk),
         workdir, n_seeds=seed_axis(seeds), evaluate=evaluate, eval_every=int(cfg.eval_every),
         checkpoint_every=checkpoint_every, progress=progress,
     )  # fmt: skip
@@ -300,8 +296,7 @@ def online_evaluator(key, task: str, skill: Skill, n_episodes: int, n_seeds: int
         return jax.vmap(lambda k, a: one(k, (a, skill)))(keys, td3)
 
     def evaluate(loop: LoopState) -> dict:
-        step = jnp.max(loop.step)
-        ret, cost = f(jax.random.fold_in(key, step), loop.algo.td3, skill)
+        ret, cost = f(jax.random.fold_in(key, jnp.max(loop.step)), loop.algo.td3, skill)
         return {"return": ret.mean(-1), "cost": cost.mean(-1)}
 
     return evaluate
