@@ -107,10 +107,10 @@ def reward_config(preset: str, kind: str) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown reward model {kind!r}; valid: {', '.join(KINDS)}")
     cfg = ml_collections.ConfigDict()
     cfg.kind = kind  # "rc" (pooled unimodal BT) or "sopl" (task return in the logit)
-    cfg.hidden = (256, 256) if preset == "paper" else (64, 64)  # MLP widths
+    cfg.hidden = (256, 256) if preset == "paper" else (128, 128)  # MLP widths
     cfg.lr = 1e-4  # Adam learning rate
     cfg.batch_size = 256  # pairs per update
-    cfg.epochs = 1000 if preset == "paper" else 30  # passes over the pooled training pairs
+    cfg.epochs = 1000 if preset == "paper" else 50  # passes over the pooled training pairs
     cfg.chunk = 1000 if preset == "paper" else 250  # updates per jitted lax.scan
     cfg.l2_weight = 0.1 if kind == "rc" else 0.0  # weight of mean r^2 (paper: RC only)
     cfg.weight = 0.5  # RC: omega; SOPL: weight of the centred residual
