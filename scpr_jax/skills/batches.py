@@ -86,3 +86,29 @@ def per_user_mean(values: jax.Array, users: jax.Array, n_users: int) -> np.ndarr
     total = np.bincount(users, weights=values, minlength=n_users)
     count = np.bincount(users, minlength=n_users)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def accuracy_summary(accuracy, users, n_users: int, batched: bool, **per_set) -> dict:
+    """Held-out accuracy (mean and per user) of one run, or of each seed when ``batched``
+    (then every entry is a list over seeds).  accuracy [(S,) M]; per_set: name -> fn(seed)."""
+
+    def one(i, acc):
+        out = {
+            "accuracy": float(np.mean(acc)),
+            "accuracy_per_user": per_user_mean(acc, users, n_users).tolist(),
+        }
+        return out | {name: fn(i) for name, fn in per_set.items()}
+
+    if not batched:
+        return one(None, accuracy)
+    runs = [one(i, a) for i, a in enumerate(accuracy)]
+    return {k: [r[k] for r in runs] for k in runs[0]}
+
+
+def accuracy_log(summary: dict) -> dict:
+    """`accuracy_summary` as train_loop eval metrics: accuracy, accuracy_user<z>."""
+    per_user = np.asarray(summary["accuracy_per_user"]).T  # [n_users(, n_seeds)]
+    return {
+        "accuracy": np.asarray(summary["accuracy"]),
+        **{f"accuracy_user{z}": a for z, a in enumerate(per_user)},
+    }

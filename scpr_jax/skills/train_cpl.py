@@ -62,15 +62,7 @@ def evaluate(params: cpl.PolicyParams, data: CPLData, n_users: int, seeds: Seeds
     batch = _take(data, jnp.arange(data.sets.size))
     accuracy = np.asarray(jax.jit(fn, static_argnums=3)(params, batch, None, None))
     users = np.asarray(data.sets.users)
-
-    def one(acc):
-        per_user = batches.per_user_mean(acc, users, n_users)
-        return {"accuracy": float(acc.mean()), "accuracy_per_user": per_user.tolist()}
-
-    if seed_axis(seeds) is None:
-        return one(accuracy)
-    runs = [one(a) for a in accuracy]
-    return {k: [r[k] for r in runs] for k in runs[0]}
+    return batches.accuracy_summary(accuracy, users, n_users, bool(seed_axis(seeds)))
 
 
 def train_cpl(
@@ -109,12 +101,7 @@ def train_cpl(
         return sample_cpl_batch(k, data, int(cfg.batch_size))
 
     def eval_fn(loop: LoopState) -> dict:
-        summary = evaluate(loop.algo.params, held_out, prefs.n_users, seeds)
-        per_user = np.asarray(summary["accuracy_per_user"]).T  # [n_users(, n_seeds)]
-        return {
-            "accuracy": np.asarray(summary["accuracy"]),
-            **{f"accuracy_user{z}": a for z, a in enumerate(per_user)},
-        }
+        return batches.accuracy_log(evaluate(loop.algo.params, held_out, prefs.n_users, seeds))
 
     loop = train_loop(
         "cpl", init_loop(key, init, seeds), make_chunk(update, sample, int(cfg.chunk)), train,

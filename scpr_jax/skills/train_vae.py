@@ -87,17 +87,13 @@ def evaluate(
     accuracy, means = jax.device_get(fn(params, batches.all_sets(data)))
     users = np.asarray(data.users)
 
-    def one(acc, mu):
-        return {
-            "accuracy": float(np.mean(acc)),
-            "accuracy_per_user": batches.per_user_mean(acc, users, n_users).tolist(),
-            "posterior_mean_per_user": [mu[users == z].mean(0).tolist() for z in range(n_users)],
-        }
+    def latents(i):  # each user's mean posterior latent [n_users, Z]
+        mu = means if i is None else means[i]
+        return [mu[users == z].mean(0).tolist() for z in range(n_users)]
 
-    if not n_seeds:
-        return one(accuracy, means)
-    seeds = [one(a, m) for a, m in zip(accuracy, means, strict=True)]
-    return {k: [s[k] for s in seeds] for k in seeds[0]}
+    return batches.accuracy_summary(
+        accuracy, users, n_users, bool(n_seeds), posterior_mean_per_user=latents
+    )
 
 
 def train_vae(
@@ -129,11 +125,7 @@ def train_vae(
 
     def eval_fn(loop: LoopState) -> dict:
         summary = evaluate(loop.algo.params, held_out, config, prefs.n_users, n_seeds)
-        per_user = np.asarray(summary["accuracy_per_user"]).T  # [n_users(, n_seeds)]
-        return {
-            "accuracy": np.asarray(summary["accuracy"]),
-            **{f"accuracy_user{z}": a for z, a in enumerate(per_user)},
-        }
+        return batches.accuracy_log(summary)
 
     loop = train_loop(
         "vae", loop, chunk, train, cfg.steps, cfg.chunk, workdir, n_seeds=n_seeds,
