@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from scpr_jax.envs import TASKS, env_names
@@ -54,7 +55,7 @@ def _setup(args: argparse.Namespace):
     cfg = load_config(args.config, args.env, args.preset)
     cfg = apply_overrides(cfg, args.set)
     validate(cfg)
-    workdir = args.workdir or f"runs/{cfg.env}-{cfg.preset}"
+    workdir = args.workdir or f"runs/{cfg.env.replace(':', '-')}-{cfg.preset}"
     run = RunDir(workdir)
     saved = run.root / "config.json"
     if saved.exists():
@@ -73,14 +74,27 @@ def _cmd_stage(*stages: str):
         from scpr_jax import stages as lib
 
         cfg, run = _setup(args)
-        names = [
-            s for stage in stages for s in (lib.stages_for(cfg) if stage == "upstream" else [stage])
-        ]
+
+        def expand(stage: str) -> list[str]:  # only the command's own: online checks its env
+            if stage.startswith("upstream"):
+                return lib.stages_for(cfg, online=stage == "upstream_online")
+            return [stage]
+
+        names = [s for stage in stages for s in expand(stage)]
         for name in names:
             lib.run_stage(name, run, cfg)
         return 0
 
     return cmd
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from scpr_jax.stages.sweep import parse_seeds, run_sweep
+
+    seeds = parse_seeds(args.seeds)  # before any work: bad input fails at start-up
+    cfg, run = _setup(args)
+    run_sweep(run, cfg, args.stage, seeds, args.sweep)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_args(p)
     p.set_defaults(func=_cmd_stage("upstream", "downstream"))
 
+    p = sub.add_parser(
+        "online",
+        help="the online setting: each of cfg.online_methods' high-level policy by online TD3 "
+        "in the downstream environment (after the skills it needs), then report-online",
+    )
+    _pipeline_args(p)
+    p.set_defaults(func=_cmd_stage("upstream_online", "online", "online_report"))
+
+    p = sub.add_parser(
+        "sweep",
+        help="a grid of seeds x settings for one downstream stage: state-leaf settings "
+        "(beta_reg, lr, tau, ...) vmapped with the seeds and sharded over all devices, "
+        "shape/data settings as separate programs",
+    )
+    _pipeline_args(p)
+    p.add_argument("--stage", required=True, help="down-<method> or online-<method>")
+    p.add_argument("--seeds", default="0:4", help="e.g. 0:16, 3 or 0,4,7")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a grid axis, e.g. beta_reg=0.01,0.1,1 (short keys: the stage's td3bc/td3 "
+        "section) or rc.weight=0.2,0.5 or hidden=[(64,64),(256,256)]",
+    )
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("report", help="table, curves and scatter of a finished run's methods")
     _pipeline_args(p)
     p.set_defaults(func=_cmd_stage("report"))
@@ -133,9 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _compilation_cache() -> None:
+    """XLA's persistent cache: a resumed stage or another sweep program with the same shapes
+    skips compilation. ``SCPR_XLA_CACHE`` sets the directory ("" turns it off)."""
+    path = os.environ.get("SCPR_XLA_CACHE", os.path.expanduser("~/.cache/scpr-jax/xla"))
+    if path:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scpr`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    _compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
     try:

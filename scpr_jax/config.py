@@ -17,42 +17,50 @@ from scpr_jax.agents.td3_config import METHODS, td3bc_config, validate_td3_confi
 from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
+from scpr_jax.downstream.online import ONLINE_METHODS, online_config
 from scpr_jax.envs import TASKS
+from scpr_jax.envs.registry import REAL
 from scpr_jax.skills.cpl import cpl_config, validate_cpl_config
 from scpr_jax.skills.reward_models import reward_config, validate_reward_config
 from scpr_jax.skills.train_vae import model_config, vae_train_config
 
 PRESETS = ("small", "paper")
 DEFAULT_METHODS = ("safe-vpl", "oracle", "task-only", "rc")  # PAPER.md 6's main comparison
+DEFAULT_ONLINE = ("safe-vpl", "oracle", "task-only")  # PAPER.md 5's online setting
 
 
 def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collections.ConfigDict:
-    """Defaults of every stage for task ``env`` at ``preset`` ("small": CPU, "paper")."""
-    if env not in TASKS:
-        raise ValueError(f"unknown env {env!r}; valid: {', '.join(TASKS)}")
+    """Defaults of every stage for task ``env`` at ``preset`` ("small": CPU, "paper");
+    ``real:<task>`` runs on the real simulator with ``<task>``'s settings."""
+    _check_env(env)
+    task = env.removeprefix(REAL)  # the per-task presets are those of the JAX-native twin
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     cfg = ml_collections.ConfigDict()
-    cfg.env = env  # task name (see `scpr envs`)
+    cfg.env = env  # task name (see `scpr envs`), or real:<task> (host-side real simulator)
     cfg.preset = preset  # "small" (2-core CPU) or "paper" (PAPER.md settings, accelerators)
     cfg.seed = 0  # root seed; every stage folds in its own stream
     cfg.methods = DEFAULT_METHODS  # downstream methods compared (see METHODS)
     cfg.collect = collect_config(preset)  # D_tau collection (goal-conditioned SAC)
-    cfg.label = label_config(preset, env)  # crowd preference sets D_pref
+    cfg.label = label_config(preset, task)  # crowd preference sets D_pref
     cfg.value = value_config(preset)  # per-user value functions (regret labels only)
     cfg.vae = vae_train_config(preset)  # preference VAE (encoder, prior, BT decoder)
-    cfg.iql = iql_config(preset, env)  # latent-conditioned IQL skills (Safe-VPL)
+    cfg.iql = iql_config(preset, task)  # latent-conditioned IQL skills (Safe-VPL)
     cfg.cpl_vae = vae_train_config(preset)  # Safe-CPL's BT-VAE on regret labels
     if preset == "paper":
         cfg.cpl_vae.batch_size = 128  # PAPER.md 3.3: batch 128 sets for the CPL run
-    cfg.cpl = cpl_config(preset, env)  # Safe-CPL policy decoder (CPL loss)
+    cfg.cpl = cpl_config(preset, task)  # Safe-CPL policy decoder (CPL loss)
     cfg.rc = reward_config(preset, "rc")  # RC(omega) baseline reward; rc.weight is omega
     cfg.sopl = reward_config(preset, "sopl")  # SOPL baseline reward (privileged)
     cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
     cfg.eval_max_steps = 0  # episode length of every evaluation rollout; 0: the task's default
     cfg.td3bc = ml_collections.ConfigDict(
-        {m.replace("-", "_"): td3bc_config(preset, env, m) for m in METHODS}
+        {m.replace("-", "_"): td3bc_config(preset, task, m) for m in METHODS}
     )  # offline TD3+BC of each method's high-level policy (td3bc.safe_vpl.beta_reg, ...)
+    cfg.online_methods = DEFAULT_ONLINE  # methods of `scpr online` (see ONLINE_METHODS)
+    cfg.td3 = ml_collections.ConfigDict(
+        {m.replace("-", "_"): online_config(preset, task, m) for m in ONLINE_METHODS}
+    )  # online TD3 of each method's high-level policy (td3.oracle.steps, ...)
     cfg.downstream = ml_collections.ConfigDict()
     cfg.downstream.seeds = (0, 1, 2)  # downstream seeds trained vmapped per method
     cfg.downstream.eval_episodes = 100 if preset == "small" else 200  # final evaluation
@@ -60,10 +68,17 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     return cfg.lock()
 
 
+def _check_env(env: str) -> None:
+    if env.removeprefix(REAL) not in TASKS:
+        raise ValueError(
+            f"unknown env {env!r}; valid: {', '.join(TASKS)}, or real:<task> for the real "
+            "simulators (host-side, scpr_jax.bridge)"
+        )
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Checks every section at start-up; raises ValueError naming the bad setting."""
-    if cfg.env not in TASKS:
-        raise ValueError(f"env={cfg.env!r} unknown; valid: {', '.join(TASKS)}")
+    _check_env(cfg.env)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
     methods = tuple(cfg.methods)
@@ -71,6 +86,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(
             f"methods={methods!r} invalid; give distinct names from {', '.join(METHODS)}"
+        )
+    online = tuple(cfg.online_methods)
+    if any(m not in ONLINE_METHODS for m in online) or len(set(online)) != len(online):
+        raise ValueError(
+            f"online_methods={online!r} invalid; give distinct names from "
+            f"{', '.join(ONLINE_METHODS)}"
         )
     validate_config(cfg.collect)
     validate_label_config(cfg.label)
@@ -87,6 +108,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
     for m in METHODS:
         validate_td3_config(cfg.td3bc[m.replace("-", "_")])
+    for m in ONLINE_METHODS:
+        validate_td3_config(cfg.td3[m.replace("-", "_")])
     seeds = tuple(cfg.downstream.seeds)
     if not seeds or any(not isinstance(x, int) or x < 0 for x in seeds):
         raise ValueError(f"downstream.seeds={seeds!r} must be non-negative integers")

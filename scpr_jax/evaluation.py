@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scpr_jax.envs import make
+from scpr_jax.envs.registry import REAL
 
 Policy = Callable[[Any, jax.Array], jax.Array]  # act(params, obs_full [O]) -> action [A]
 
@@ -29,12 +30,17 @@ def downstream_returns_fn(
     not jitted: wrap it as ``jax.jit(jax.vmap(f))(keys, params)`` to evaluate a leading seed
     axis of parameters in one program. Key use per episode ``e`` (for reference loops):
     ``k_reset, k_steps = split(split(key, n_episodes)[e])``, step keys
-    ``split(k_steps, n_steps)``.
+    ``split(k_steps, n_steps)``. For ``real:<task>`` (the real simulators) ``f`` runs on the
+    host (`bridge.rollout.downstream_returns_fn`): call it directly, loop over seeds.
     """
     if "/" in task_name:
         raise ValueError(f"task_name={task_name!r} must be a task name without a form")
     if n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes} must be >= 1")
+    if task_name.startswith(REAL):  # real simulators: a host-side f (neither jit nor vmap)
+        from scpr_jax.bridge.rollout import downstream_returns_fn as host_fn
+
+        return host_fn(task_name, n_episodes, act, max_steps, **task_kwargs)
     env = make(f"{task_name}/downstream", **task_kwargs)
     env_params = env.default_params(max_steps=max_steps)
     n_steps = int(env_params.max_steps)
@@ -75,7 +81,7 @@ def downstream_returns(
     f = downstream_returns_fn(
         task_name, n_episodes, lambda _, obs: act(obs), max_steps, **task_kwargs
     )
-    return jax.jit(f)(key, None)
+    return (f if task_name.startswith(REAL) else jax.jit(f))(key, None)
 
 
 def _mean_se(x: np.ndarray) -> dict[str, float]:

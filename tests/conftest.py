@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
+import tempfile
 from typing import Any
 
 import jax
@@ -26,6 +28,13 @@ import numpy as np
 import pytest
 
 from scpr_jax.envs import make
+
+# One XLA compilation cache for the session: the many tests that compare a vmapped run with
+# separate runs compile each identical program once instead of once per run.
+os.environ["SCPR_XLA_CACHE"] = tempfile.mkdtemp(prefix="scpr-test-xla-")  # also for `scpr`
+jax.config.update("jax_compilation_cache_dir", os.environ["SCPR_XLA_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 N_COPIES = 64
 N_CALLS = 10  # call 0 resets; calls 1..9 step: episodes truncate at steps 4 and 8

@@ -23,6 +23,7 @@ from scpr_jax.data.collect import (
     collect,
     collect_config,
     collector_init,
+    distinct_buffers,
     make_chunk,
     sample_batch,
     summarize,
@@ -198,6 +199,20 @@ def test_chunk_vmaps_over_seeds():
             np.testing.assert_allclose(v, batched_metrics[k][i], rtol=1e-4, atol=1e-5)
 
 
+def test_four_vmapped_seeds_equal_four_separate_runs():
+    """collect(seeds=[0..3]) is one program; member j equals collect(fold_in(key, j))."""
+    key, config = jax.random.key(3), tiny_config()
+    batched, summaries = collect(key, "ball-run", config, seeds=[0, 1, 2, 3])
+    assert batched.obs.shape[:2] == (4, 80) and len(summaries) == 4
+    for j in range(4):
+        one, summary = collect(jax.random.fold_in(key, j), "ball-run", config)
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(batched), strict=True):
+            np.testing.assert_allclose(a, b[j], rtol=1e-4, atol=1e-5)
+        assert summary.keys() == summaries[j].keys()
+        for k, v in summary.items():  # NaN for goals never drawn
+            np.testing.assert_allclose(np.asarray(v, float), summaries[j][k], rtol=1e-5)
+
+
 # (c) probe: SAC beats random on r_new before the switch and becomes safer after it
 
 
@@ -239,3 +254,12 @@ def test_probe_dataset_layout(probe_run):
     assert np.all(end[:, config.max_steps - 1 :: config.max_steps])
     same = np.all(next_obs[:, :-1] == obs[:, 1:], axis=-1)
     assert np.all(same[~end[:, :-1]]) and not np.any(same[end[:, :-1]])
+
+
+def test_distinct_buffers_unaliases_repeated_leaves():
+    """A state holding one array twice (as Brax Swimmer's reset returns) cannot be donated."""
+    x = jnp.arange(3.0)
+    tree = distinct_buffers({"obs": x, "state": {"obs": x}})
+    pointers = {leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(tree)}
+    assert len(pointers) == 2
+    np.testing.assert_array_equal(tree["state"]["obs"], x)

@@ -142,13 +142,13 @@ def test_seed_vmap_matches_separate_runs(tmp_path):
     data = offline.offline_data(trajs, trajs.reward, hl.vpl_skill(policy, PRIOR, OBS))
     cfg, key = tiny_config("safe-vpl"), jax.random.PRNGKey(7)
     seen = []
-    both = offline.train_offline(key, data, cfg, tmp_path / "v", seeds=(0, 1),
+    both = offline.train_offline(key, data, cfg, tmp_path / "v", seeds=(0, 1, 2, 3),
                                  progress=lambda s, t, m: seen.append(s))  # fmt: skip
-    assert seen == [20, 40] and both.step.shape == (2,)
-    seed0 = offline.train_offline(key, data, cfg, tmp_path / "0")
-    seed1 = offline.train_offline(key, data, cfg, tmp_path / "1", seeds=1)
-    both, seed0, seed1 = jax.device_get((both, seed0, seed1))  # NumPy: no eager JAX ops
-    for i, one in enumerate((seed0, seed1)):
+    assert seen == [20, 40] and both.step.shape == (4,)
+    alone = [offline.train_offline(key, data, cfg, tmp_path / f"{s}", seeds=s) for s in range(4)]
+    both, alone = jax.device_get((both, alone))  # NumPy: no eager JAX ops
+    seed0, seed1 = alone[:2]
+    for i, one in enumerate(alone):
         jax.tree.map(lambda a, b, i=i: close(a[i], b), both, one)
     assert not np.allclose(jax.tree.leaves(seed0.actor)[-1], jax.tree.leaves(seed1.actor)[-1])
 

@@ -199,9 +199,10 @@ def test_seed_vmap_matches_separate_runs(tmp_path):
         k_init, k_loop = jax.random.split(jax.random.PRNGKey(seed))
         return LoopState(iql.iql_init(k_init, 2, 1, cfg), k_loop, jnp.asarray(0, jnp.int32))
 
-    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), init(3), init(4))
-    both = train_loop("iql", both, chunk, data, cfg.steps, cfg.chunk, tmp_path / "v", n_seeds=2)
-    for i, seed in enumerate((3, 4)):
+    seeds = (3, 4, 5, 6)
+    both = jax.tree.map(lambda *a: jnp.stack(a), *[init(s) for s in seeds])
+    both = train_loop("iql", both, chunk, data, cfg.steps, cfg.chunk, tmp_path / "v", n_seeds=4)
+    for i, seed in enumerate(seeds):
         one = train_loop("iql", init(seed), chunk, data, cfg.steps, cfg.chunk, tmp_path / f"{i}")
         seed_i = jax.tree.map(lambda a, i=i: a[i], both.algo)
         jax.tree.map(close, seed_i, one.algo)
@@ -319,11 +320,12 @@ def test_train_skills_resumes_and_vmaps_seeds(tmp_path):
     shutil.rmtree(tmp_path / "a" / "ckpt" / "40")
     resumed = vpl.train_skills(*args, tmp_path / "a")
     jax.tree.map(np.testing.assert_array_equal, resumed, full)
-    seeds = vpl.train_skills(*args, tmp_path / "b", seeds=(0, 1))
-    assert seeds.step.shape == (2,)
+    seeds = vpl.train_skills(*args, tmp_path / "b", seeds=(0, 1, 2, 3))
+    assert seeds.step.shape == (4,)
     jax.tree.map(lambda a, b: close(a[0], b), seeds, full)  # member 0 is seed 0
-    seed1 = vpl.train_skills(*args, tmp_path / "c", seeds=1)
-    jax.tree.map(lambda a, b: close(a[1], b), seeds, seed1)
+    for s in (1, 2, 3):
+        alone = vpl.train_skills(*args, tmp_path / f"c{s}", seeds=s)
+        jax.tree.map(lambda a, b, s=s: close(a[s], b), seeds, alone)
     assert not np.allclose(
         seeds.v["params"]["Dense_0"]["kernel"][1], full.v["params"]["Dense_0"]["kernel"]
     )

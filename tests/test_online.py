@@ -187,9 +187,9 @@ SEPARATE_KEY = jax.random.PRNGKey(3)
 
 @pytest.fixture(scope="module")
 def separate_runs(tmp_path_factory):
-    """Uninterrupted single-seed runs of seeds 0 and 1: {seed: (TD3State, workdir)}."""
+    """Uninterrupted single-seed runs of seeds 0-3: {seed: (TD3State, workdir)}."""
     out = {}
-    for i in (0, 1):
+    for i in range(4):
         workdir = tmp_path_factory.mktemp(f"seed{i}")
         td3 = online.train_online(SEPARATE_KEY, ENV, IDENTITY, tiny_config(), workdir, seeds=i)
         out[i] = (td3, workdir)
@@ -197,7 +197,9 @@ def separate_runs(tmp_path_factory):
 
 
 def test_vmapped_seeds_equal_separate_runs(tmp_path, separate_runs):
-    both = online.train_online(SEPARATE_KEY, ENV, IDENTITY, tiny_config(), tmp_path, seeds=(0, 1))
+    both = online.train_online(
+        SEPARATE_KEY, ENV, IDENTITY, tiny_config(), tmp_path, seeds=(0, 1, 2, 3)
+    )
     for i, (one, workdir) in separate_runs.items():
         # trajectories agree to float precision (~1e-6); the parameters drift further apart
         # because early on Q ~ 0, so Adam turns rounding-level gradients into full steps

@@ -58,10 +58,10 @@ def test_cpl_stage_resumes_and_vmaps_seeds(crowd, tmp_path):
     resumed, _ = train_cpl(*args, tmp_path / "a")
     jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
 
-    both, summaries = train_cpl(*args, tmp_path / "v", seeds=(0, 1))
-    assert len(summaries["accuracy"]) == 2
-    seed1, _ = train_cpl(*args, tmp_path / "s1", seeds=1)
-    for i, alone in enumerate((full, seed1)):
+    both, summaries = train_cpl(*args, tmp_path / "v", seeds=(0, 1, 2, 3))
+    assert len(summaries["accuracy"]) == 4
+    others = [train_cpl(*args, tmp_path / f"s{s}", seeds=s)[0] for s in (1, 2, 3)]
+    for i, alone in enumerate((full, *others)):
         jax.tree.map(lambda a, b, i=i: close(a[i], b), both.params, alone.params)
 
 
@@ -79,10 +79,10 @@ def test_reward_stage_resumes_and_vmaps_seeds(crowd, tmp_path, kind):
     resumed, _ = train_reward_model(*args, tmp_path / "a")
     jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
 
-    both, summaries = train_reward_model(*args, tmp_path / "v", seeds=[0, 1])
-    assert len(summaries["accuracy"]) == 2
-    seed1, _ = train_reward_model(*args, tmp_path / "s1", seeds=1)
-    for i, alone in enumerate((full, seed1)):
+    both, summaries = train_reward_model(*args, tmp_path / "v", seeds=[0, 1, 2, 3])
+    assert len(summaries["accuracy"]) == 4
+    others = [train_reward_model(*args, tmp_path / f"s{s}", seeds=s)[0] for s in (1, 2, 3)]
+    for i, alone in enumerate((full, *others)):
         jax.tree.map(lambda a, b, i=i: close(a[i], b), both.params, alone.params)
 
 

@@ -48,6 +48,9 @@ def test_label_stage_end_to_end_and_skip(tmp_path, capsys):
         (["--set", "collect.n_envs=0"], "n_envs=0"),
         (["--set", "nope.x=1"], "unknown section 'nope'"),
         (["--env", "nope"], "unknown env 'nope'"),
+        (["--set", "online_methods=rc"], "online_methods=('rc',) invalid"),
+        (["--set", "td3.oracle.n_envs=0"], "n_envs=0 must be a positive integer"),
+        (["--set", "td3bc.safe_vpl.beta_reg=-1"], "beta_reg=-1.0 must be >= 0"),
     ],
 )
 def test_bad_settings_fail_at_start_up(tmp_path, capsys, args, message):
@@ -123,8 +126,21 @@ def _downstream_tiny(methods, steps=400):
     return args
 
 
+def _online_tiny(methods, steps=600):
+    args = ["--set", f"online_methods={','.join(methods)}"]
+    for m in methods:
+        section = f"td3.{m.replace('-', '_')}"
+        for setting in (
+            f"steps={steps}", "chunk=200", "warmup_steps=200", "n_envs=2", "buffer_size=600",
+            "eval_every=200", "eval_episodes=4", "hidden=(32, 32)", "batch_size=32",
+        ):  # fmt: skip
+            args += ["--set", f"{section}.{setting}"]
+    return args
+
+
 def test_main_job_end_to_end_tiny(tmp_path, capsys):
-    """collect -> label -> skills/rewards -> downstream -> report on a tiny preset."""
+    """collect -> label -> skills/rewards -> downstream -> report on a tiny preset, then
+    `scpr online` on the same run directory (reusing its skills)."""
     workdir = tmp_path / "run"
     methods = ("safe-vpl", "oracle", "task-only", "rc")
     args = ["run", "--workdir", str(workdir), *TINY, *SKILLS_TINY, *PREFS_TINY]
@@ -141,3 +157,39 @@ def test_main_job_end_to_end_tiny(tmp_path, capsys):
     assert oracle["cost"]["mean"] < task_only["cost"]["mean"], (oracle, task_only)
     summary = json.loads((workdir / "down-safe-vpl" / "summary.json").read_text())
     assert np.asarray(summary["curves"]["return"]).shape == (2, 2)  # seeds x evaluations
+
+    online = ("safe-vpl", "oracle", "task-only")
+    args = [*args, *_downstream_tiny(methods), *_online_tiny(online)]
+    assert cli.main(["online", *args[1:]]) == 0
+    out = capsys.readouterr().out
+    assert "[vpl] already done" in out and "[online-oracle] 2 seeds" in out
+    table = json.loads((workdir / "report-online" / "table.json").read_text())
+    assert list(table["rows"]) == list(online)
+    assert table["rows"]["task-only"]["n_seeds"] == 2
+    summary = json.loads((workdir / "online-safe-vpl" / "summary.json").read_text())
+    assert np.asarray(summary["curves"]["return"]).shape == (2, 3)  # seeds x evaluations
+    assert cli.main(["online", *args[1:]]) == 0  # all done: skipped
+    assert capsys.readouterr().out.count("already done") == 6
+
+
+def test_sweep_command_splits_static_settings_and_vmaps_the_rest(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    args = ["sweep", "--workdir", str(workdir), *TINY, *_downstream_tiny(("oracle",), steps=200)]
+    axes = ["--sweep", "bc_alpha=2.5,20", "--sweep", "downstream.oracle_cost_weight=0,10"]
+    assert cli.main([*args, "--stage", "down-oracle", "--seeds", "0:2", *axes]) == 0
+    results = json.loads((workdir / "sweep-down-oracle" / "results.json").read_text())
+    members = results["members"]
+    assert len(members) == 8 and len(results["table"]) == 4
+    assert {(m["downstream.oracle_cost_weight"], m["q_scale"], m["seed"]) for m in members} == {
+        (w, a, s) for w in (0, 10) for a in (2.5, 20.0) for s in (0, 1)
+    }
+    done = json.loads((workdir / "sweep-down-oracle" / "downstream.oracle_cost_weight=10" /
+                       "DONE.json").read_text())  # fmt: skip
+    assert done["summary"]["hparams"] == {"q_scale": [2.5, 2.5, 20.0, 20.0]}
+    assert "| downstream.oracle_cost_weight | q_scale | seeds | Return | Cost |" in (
+        capsys.readouterr().out
+    )
+    bad = [*args, "--stage", "down-oracle", "--sweep", "iql.steps=1,2"]
+    assert cli.main(bad) == 2
+    assert "cannot sweep ['iql.steps']" in capsys.readouterr().err
+    assert cli.main([*args, "--stage", "down-oracle", "--seeds", "x"]) == 2

@@ -55,14 +55,14 @@ def _without_key_biases(params):
     }
 
 
-def test_two_vmapped_seeds_equal_two_separate_runs(tmp_path):
+def test_four_vmapped_seeds_equal_four_separate_runs(tmp_path):
     trajs, prefs, task, vcfg = _tiny()
     vcfg.steps = 20
     key = jax.random.PRNGKey(3)
-    both, summary = train_vae(key, trajs, prefs, task, vcfg, tmp_path / "v", seeds=(0, 1))
-    assert np.asarray(summary["posterior_mean_per_user"]).shape == (2, 2, 2)  # seed, user, Z
+    both, summary = train_vae(key, trajs, prefs, task, vcfg, tmp_path / "v", seeds=(0, 1, 2, 3))
+    assert np.asarray(summary["posterior_mean_per_user"]).shape == (4, 2, 2)  # seed, user, Z
     close = partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
-    for i in range(2):
+    for i in range(4):
         alone, alone_summary = train_vae(key, trajs, prefs, task, vcfg, tmp_path / f"{i}", seeds=i)
         member = jax.tree.map(lambda x, i=i: x[i], both.params)
         jax.tree.map(close, _without_key_biases(member), _without_key_biases(alone.params))

@@ -25,6 +25,7 @@ from flax import struct
 from scpr_jax.agents.sac import SACState, Transition, sac_init, sac_update, sample_action
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make
+from scpr_jax.envs.registry import REAL
 
 PRESETS = ("paper", "small")
 
@@ -306,35 +307,70 @@ def summarize(traj: Trajectories, goals: np.ndarray, switch_t: int) -> dict:
     return summary
 
 
+def distinct_buffers(tree):
+    """``tree`` with every leaf in its own buffer: donation rejects a buffer passed twice, and
+    an eager reset may return one array in two places (Brax Swimmer's obs and state)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def collect(
     key: jax.Array,
     env_name_or_env,
     config: ml_collections.ConfigDict,
     progress: Callable[[int, dict], None] | None = None,
-) -> tuple[Trajectories, dict]:
+    seeds=None,
+):
     """Runs the collector; returns (D_tau stream-major [n_envs * T rows], summary metrics).
 
     ``env_name_or_env`` is a downstream environment or its name (e.g. ``"ball-run"`` or
-    ``"ball-run/downstream"``). ``progress(transitions_done, chunk_metrics)`` is called
-    between jitted chunks.
+    ``"ball-run/downstream"``; ``"real:<task>"`` runs `host_collect.collect` on the real
+    simulator, without ``seeds``). ``progress(transitions_done, chunk_metrics)`` is called
+    between jitted chunks. ``seeds`` (a list, or a `train.Members` sweep of the collector's
+    state leaves such as ``cost_penalty``): one vmapped program whose member j equals
+    ``collect(fold_in(key, seeds[j]))``; returns D_tau with a leading seed axis and a list
+    of summaries.
     """
+    from scpr_jax.train.sweep import Members, place, set_leaves
+
     validate_config(config)
     env = env_name_or_env
+    if (env if isinstance(env, str) else env.name).startswith(REAL):  # host simulators
+        from scpr_jax.data.host_collect import collect as host_collect
+
+        if seeds is not None:
+            raise ValueError("seeds (vmapped collectors) need a JAX environment, not a real: one")
+        return host_collect(key, env, config, progress)
     if isinstance(env, str):
         env = make(env if "/" in env else f"{env}/downstream")
     if env.form != "downstream":
         raise ValueError(f"collect needs the downstream form (goal observed), got {env.name!r}")
     n_steps, _, switch_t = _steps(config)
-    state = collector_init(key, env, config)
+    if seeds is None:
+        state = distinct_buffers(collector_init(key, env, config))
+    else:
+        seeds = seeds if isinstance(seeds, Members) else Members(tuple(seeds))
+        keys = jnp.stack([jax.random.fold_in(key, s) for s in seeds])
+        state = jax.jit(jax.vmap(lambda k: collector_init(k, env, config)))(keys)
+        state = place(set_leaves(state, seeds.hparams), len(seeds))[0]
     chunks = {}  # chunk length -> jitted chunk (a shorter last chunk compiles once more)
     t = 0
     while t < n_steps:
         length = min(int(config.chunk_steps), n_steps - t)
         if length not in chunks:
-            chunks[length] = jax.jit(make_chunk(env, config, length), donate_argnums=0)
+            chunk = make_chunk(env, config, length)
+            chunks[length] = jax.jit(chunk if seeds is None else jax.vmap(chunk), donate_argnums=0)
         state, metrics = chunks[length](state)
         t += length
         if progress is not None:
-            progress(t * int(config.n_envs), {k: float(v) for k, v in metrics.items()})
-    traj = stream_major(state.buffer)
-    return traj, summarize(traj, np.asarray(state.params.goals), switch_t)
+            progress(t * int(config.n_envs), {k: float(np.mean(v)) for k, v in metrics.items()})
+    if seeds is None:
+        return stream_major(state.buffer), summarize(
+            stream_major(state.buffer), np.asarray(state.params.goals), switch_t
+        )
+    traj = jax.vmap(stream_major)(state.buffer)
+    goals = np.asarray(state.params.goals)
+    summaries = [
+        summarize(jax.tree.map(lambda x, j=j: x[j], traj), goals[j], switch_t)
+        for j in range(len(seeds))
+    ]
+    return traj, summaries

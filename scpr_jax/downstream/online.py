@@ -38,6 +38,7 @@ from scpr_jax.agents.td3 import (
 from scpr_jax.downstream.highlevel import Skill, action_size, execute, latent_size, u_bound
 from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make
+from scpr_jax.envs.registry import REAL
 from scpr_jax.evaluation import downstream_returns_fn
 from scpr_jax.train import LoopState, init_loop, seed_axis, train_loop
 from scpr_jax.train.loop import Seeds
@@ -242,6 +243,17 @@ def _check(env_name: str, env, skill: Skill, cfg, reward: str) -> None:
             raise ValueError(f"method {cfg.method!r} cannot train on the {reward!r} reward")
 
 
+def check_jax_env(env_name: str) -> None:
+    """ValueError for a ``real:`` (host-side) environment: online TD3 needs a JAX one."""
+    if env_name.startswith(REAL):
+        task = env_name.removeprefix(REAL).partition("/")[0]
+        raise ValueError(
+            f"online TD3 steps its environments inside jitted lax.scan chunks, so it cannot run "
+            f"on the host-side real simulator {env_name!r}; run `scpr online` on the JAX-native "
+            f"{task!r}, or the offline pipeline (`scpr run`) on {REAL}{task}"
+        )
+
+
 def initial_loop(key, env_name: str, skill: Skill, cfg, seeds: Seeds = 0, cost_weight=0.0):
     """Fresh `LoopState` of ``seeds`` (see `train.init_loop`) for `train_online`."""
     env = make(env_name)
@@ -269,6 +281,7 @@ def train_online(
     runs every ``cfg.eval_every`` env steps and at the end; checkpoints every
     ``checkpoint_every`` chunks (they hold the whole buffer).
     """
+    check_jax_env(env_name)
     validate_td3_config(cfg)
     env_name = env_name if "/" in env_name else f"{env_name}/downstream"
     _check(env_name, make(env_name), skill, cfg, reward)

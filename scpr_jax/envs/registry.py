@@ -30,16 +30,28 @@ TASKS: dict[str, Callable[..., Task]] = {
 }
 
 
+REAL = "real:"  # prefix of the host-side bridged simulators (`scpr_jax.bridge`)
+
+
 def env_names() -> list[str]:
     """All valid ``make`` names, ``<task>/<form>``."""
     return [f"{task}/{form}" for task in TASKS for form in FORMS]
 
 
+def base_task(task: str) -> str:
+    """``"real:<task>"`` (the bridged simulator of a task) or ``"<task>"`` -> ``"<task>"``."""
+    base = task.removeprefix(REAL)
+    if base not in TASKS:
+        raise ValueError(
+            f"unknown task {task!r}; valid tasks: {', '.join(TASKS)} (or real:<task> for the "
+            "real simulators)"
+        )
+    return base
+
+
 def make_task(task: str, **kwargs) -> Task:
-    """The `Task` (physics, rewards, cost) registered under ``task``."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    return TASKS[task](**kwargs)
+    """The `Task` (physics, rewards, cost) of ``task``; ``"real:<task>"`` has the same rules."""
+    return TASKS[base_task(task)](**kwargs)
 
 
 def make(name: str, **task_kwargs):

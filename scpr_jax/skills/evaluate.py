@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scpr_jax.envs import make
+from scpr_jax.envs.registry import REAL
 from scpr_jax.skills.vpl import skill_obs
 
 
@@ -26,6 +27,10 @@ def latent_returns(
     Returns (return, cost), each [n_latents, n_users]: entry (i, u) rolls the skill with
     latent i in user u's crowd environment (reward r_user, cost counted separately).
     """
+    if task_name.startswith(REAL):  # real simulators: rolled out on the host
+        from scpr_jax.bridge.rollout import latent_returns as host_latent_returns
+
+        return host_latent_returns(key, task_name, act, latents, n_episodes, max_steps)
     env = make(f"{task_name}/crowd")
     n_users = len(env.task.user_goals)
     params = [env.default_params(user=u, max_steps=max_steps) for u in range(n_users)]

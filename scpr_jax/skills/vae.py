@@ -23,6 +23,7 @@ from scpr_jax.nets import MLP, leaky_relu
 from scpr_jax.skills import losses
 
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 4.0
+ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
 
 
 class SetEncoder(nn.Module):
@@ -72,6 +73,8 @@ class VAEState:
     params: VAEParams
     opt_state: Any
     step: jax.Array  # [] int32
+    lr: jax.Array  # [] Adam step size (leaves: sweepable without recompiling)
+    kl_weight: jax.Array  # [] weight of KL(q || p), times the cyclical annealer
 
 
 @struct.dataclass
@@ -104,8 +107,13 @@ def vae_init(key: jax.Array, example: dict, config: VAEConfig) -> VAEState:
         prior_mean=jnp.zeros(config.latent_dim),
         prior_logvar=jnp.zeros(config.latent_dim),
     )
-    opt_state = optax.adam(config.lr).init(params)
-    return VAEState(params=params, opt_state=opt_state, step=jnp.asarray(0, jnp.int32))
+    return VAEState(
+        params=params,
+        opt_state=ADAM.init(params),
+        step=jnp.asarray(0, jnp.int32),
+        lr=jnp.asarray(config.lr, jnp.float32),
+        kl_weight=jnp.asarray(config.kl_weight, jnp.float32),
+    )
 
 
 def posterior(params: VAEParams, feats: jax.Array, config: VAEConfig):
@@ -122,13 +130,13 @@ def set_logits(params: VAEParams, z: jax.Array, s: dict, config: VAEConfig) -> j
 
 
 def set_elbo_loss(params: VAEParams, s: dict, key: jax.Array, beta: jax.Array, config):
-    """Negative ELBO of one set: mean_pairs BCE(logit(z), y) + beta * kl_weight * KL.  -> []."""
+    """Negative ELBO of one set: mean_pairs BCE(logit(z), y) + beta * KL.  -> []."""
     mean, logvar = posterior(params, s["feats"], config)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
     logits = set_logits(params, z, s, config)
     nll = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, s["y"]))
     kl = losses.gaussian_kl(mean, logvar, params.prior_mean, params.prior_logvar)
-    loss = nll + beta * config.kl_weight * kl
+    loss = nll + beta * kl
     accuracy = jnp.mean((logits > 0) == (s["y"] > 0.5))
     return loss, {"loss": loss, "nll": nll, "kl": kl, "accuracy": accuracy}
 
@@ -140,13 +148,13 @@ def vae_update(state: VAEState, batch: dict, key: jax.Array, config: VAEConfig):
     def batch_loss(params):
         keys = jax.random.split(key, batch["y"].shape[0])
         per_set = jax.vmap(set_elbo_loss, (None, 0, 0, None, None))
-        loss, metrics = per_set(params, batch, keys, beta, config)
+        loss, metrics = per_set(params, batch, keys, beta * state.kl_weight, config)
         return loss.mean(), jax.tree.map(jnp.mean, metrics)
 
     grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params)
-    updates, opt_state = optax.adam(config.lr).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new = VAEState(params=params, opt_state=opt_state, step=state.step + 1)
+    direction, opt_state = ADAM.update(grads, state.opt_state)
+    params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
+    new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new, {**metrics, "beta": beta}
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from scpr_jax.downstream.online import check_jax_env
 from scpr_jax.stages.data import run_collect, run_label, run_label_regret
 from scpr_jax.stages.downstream import run_downstream, run_report
+from scpr_jax.stages.online import run_online, run_online_report
 from scpr_jax.stages.skills import run_cpl, run_reward_rc, run_reward_sopl, run_vpl
 
 NEEDS = {  # method -> the stages it needs before its downstream training
@@ -19,9 +21,12 @@ NEEDS = {  # method -> the stages it needs before its downstream training
 ORDER = ("collect", "label", "label_regret", "vpl", "cpl", "reward_rc", "reward_sopl")
 
 
-def stages_for(cfg: ml_collections.ConfigDict) -> list[str]:
-    """The upstream stages ``cfg.methods`` need, in pipeline order."""
-    needed = {"collect"} | {s for m in cfg.methods for s in NEEDS[m]}
+def stages_for(cfg: ml_collections.ConfigDict, online: bool = False) -> list[str]:
+    """The upstream stages ``cfg.methods`` (``online``: ``cfg.online_methods``) need, in order."""
+    if online:
+        check_jax_env(cfg.env)  # before any upstream work
+    methods = cfg.online_methods if online else cfg.methods
+    needed = {"collect"} | {s for m in methods for s in NEEDS[m]}
     return [s for s in ORDER if s in needed]
 
 
@@ -32,7 +37,7 @@ SECTION_STAGES = {  # top-level setting -> stage directories whose results depen
     "vae": ("vpl",),
     "iql": ("vpl",),
     "eval_episodes": ("vpl", "cpl"),
-    "eval_max_steps": ("vpl", "cpl", *(f"down-{m}" for m in NEEDS)),
+    "eval_max_steps": ("vpl", "cpl", *(f"{p}-{m}" for p in ("down", "online") for m in NEEDS)),
     "cpl_vae": ("cpl",),
     "cpl": ("cpl",),
     "rc": ("reward-rc",),
@@ -57,8 +62,10 @@ def _stages_of(key: str) -> tuple[str, ...]:
         return ("collect",)  # everything downstream of collect depends on it too
     if top == "td3bc":
         return (f"down-{rest.partition('.')[0].replace('_', '-')}",)
+    if top == "td3":
+        return (f"online-{rest.partition('.')[0].replace('_', '-')}",)
     if top == "downstream":
-        return tuple(f"down-{m}" for m in NEEDS)
+        return tuple(f"{p}-{m}" for p in ("down", "online") for m in NEEDS)
     return SECTION_STAGES.get(top, ())
 
 
@@ -92,6 +99,8 @@ __all__ = [
     "run_downstream",
     "run_label",
     "run_label_regret",
+    "run_online",
+    "run_online_report",
     "run_report",
     "run_reward_rc",
     "run_reward_sopl",

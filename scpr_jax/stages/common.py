@@ -25,6 +25,7 @@ STREAMS = {  # fold_in id of each stage's RNG stream (fixed: changing one change
     "reward-rc": 9,
     "reward-sopl": 10,
     "downstream": 11,
+    "online": 12,
 }
 
 

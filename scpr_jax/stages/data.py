@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from scpr_jax.data import collect as collect_lib
 from scpr_jax.data import preferences, storage, theory, value
-from scpr_jax.envs import make, make_task
+from scpr_jax.envs import make_task
 from scpr_jax.runs import RunDir, atomic_write_json
 from scpr_jax.stages.common import fmt, load_data, skip, stage_key
 
@@ -41,7 +41,7 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     if (done := skip(run, "collect")) is not None:
         return done
     out = run.stage("collect")
-    env = make(f"{cfg.env}/downstream")
+    env_name = f"{cfg.env}/downstream"  # collect builds it (real:<task>: on the host)
     total = int(cfg.collect.total_steps)
     t0 = time.perf_counter()
     with tqdm(total=total, desc="[collect] transitions", unit="tr", mininterval=2) as bar:
@@ -51,8 +51,10 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
             shown = ("episode_return", "cost", "penalty")
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in shown})
 
-        trajs, summary = collect_lib.collect(stage_key(cfg, "collect"), env, cfg.collect, progress)
-    storage.save_trajectories(out / "trajectories.h5", trajs, env.name)
+        trajs, summary = collect_lib.collect(
+            stage_key(cfg, "collect"), env_name, cfg.collect, progress
+        )
+    storage.save_trajectories(out / "trajectories.h5", trajs, env_name)
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", summary)
     print(
@@ -60,7 +62,7 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
         f"unsafe fraction {summary['unsafe_fraction']:.3f} "
         f"({summary['seconds']:.0f}s) -> {out / 'trajectories.h5'}"
     )
-    for line in _crowd_table(summary, env.task):
+    for line in _crowd_table(summary, make_task(cfg.env)):
         print(line)
     run.mark_done("collect", {"summary": summary, "config": cfg.collect.to_dict()})
     return run.done("collect")

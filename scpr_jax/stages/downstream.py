@@ -59,18 +59,23 @@ def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: str):
 
 
 def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int):
-    """Jitted ``f(key, algo, skill) -> (return, cost)`` [n_seeds, n_episodes] for vmapped seeds."""
+    """Jitted ``f(key, algo, skill) -> (return, cost)`` [n_seeds, n_episodes] for vmapped seeds
+    (``real:<task>``: host rollouts, a loop over the seeds)."""
+    from scpr_jax.bridge.rollout import host_map
     from scpr_jax.downstream.offline import act
+    from scpr_jax.envs.registry import REAL
     from scpr_jax.evaluation import downstream_returns_fn
 
     max_steps = int(cfg.eval_max_steps) or None
     one = downstream_returns_fn(cfg.env, n_episodes, lambda p, o: act(p[0], p[1], o), max_steps)
+    host = cfg.env.startswith(REAL)
+    seed_map = host_map if host else jax.vmap
 
     def f(key, algo, skill):
         keys = jax.random.split(key, jax.tree.leaves(algo)[0].shape[0])
-        return jax.vmap(lambda k, a: one(k, (a, skill)))(keys, algo)
+        return seed_map(lambda k, a: one(k, (a, skill)))(keys, algo)
 
-    return jax.jit(f)
+    return f if host else jax.jit(f)
 
 
 def _curves(workdir) -> dict:
@@ -83,11 +88,17 @@ def _curves(workdir) -> dict:
     }
 
 
-def run_method(run: RunDir, cfg: ml_collections.ConfigDict, method: str) -> dict:
-    """Trains and evaluates ``method``'s downstream policy (stage ``down-<method>``)."""
+def run_method(
+    run: RunDir, cfg: ml_collections.ConfigDict, method: str, seeds=None, stage: str = ""
+) -> dict:
+    """Trains and evaluates ``method``'s downstream policy (stage ``down-<method>``).
+
+    ``seeds`` (default ``cfg.downstream.seeds``) may be a `train.Members` sweep; ``stage``
+    overrides the stage directory (sweeps write under ``sweep-<stage>/``).
+    """
     from scpr_jax.downstream.offline import offline_data, train_offline
 
-    stage = f"down-{method}"
+    stage = stage or f"down-{method}"
     if (done := skip(run, stage)) is not None:
         return done
     t0 = time.perf_counter()
@@ -95,7 +106,7 @@ def run_method(run: RunDir, cfg: ml_collections.ConfigDict, method: str) -> dict
     trajs, _ = load_data(run, cfg, label_stage=None)
     skill = method_skill(run, cfg, method)
     data = offline_data(trajs, method_reward(run, cfg, method, trajs), skill)
-    seeds = tuple(cfg.downstream.seeds)
+    seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
     key = stage_key(cfg, "downstream")
     evaluate_during = rollout_fn(cfg, int(td3.eval_episodes))
 
@@ -112,23 +123,30 @@ def run_method(run: RunDir, cfg: ml_collections.ConfigDict, method: str) -> dict
         )  # fmt: skip
     n_final = int(cfg.downstream.eval_episodes)
     ret, cost = rollout_fn(cfg, n_final)(stage_key(cfg, "eval"), state, skill)
+    return finish(run, stage, method, seeds, (ret, cost), t0, td3.to_dict())
+
+
+def finish(run: RunDir, stage: str, method: str, seeds, ret_cost, t0: float, config: dict):
+    """Writes the final evaluation (``ret_cost`` [n_seeds, episodes] each) and marks done."""
+    ret, cost = ret_cost
     summary = {
         "method": method,
         "seeds": list(seeds),
+        "hparams": {k: list(v) for k, v in getattr(seeds, "hparams", {}).items()},
         "return": np.asarray(ret.mean(-1)).tolist(),  # per seed, mean over episodes
         "cost": np.asarray(cost.mean(-1)).tolist(),
-        "episodes": n_final,
-        "curves": _curves(out),
+        "episodes": int(ret.shape[-1]),
+        "curves": _curves(run.stage(stage)),
         "seconds": time.perf_counter() - t0,
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(run.stage(stage) / "summary.json", summary)
     print(
-        f"[{stage}] {len(seeds)} seeds, {n_final} episodes each: return "
+        f"[{stage}] {len(seeds)} seeds, {summary['episodes']} episodes each: return "
         f"{np.mean(summary['return']):.2f}, cost {np.mean(summary['cost']):.2f} "
         f"(per seed: {[round(r, 1) for r in summary['return']]}, "
         f"{[round(c, 1) for c in summary['cost']]})"
     )
-    run.mark_done(stage, {"summary": summary, "config": td3.to_dict()})
+    run.mark_done(stage, {"summary": summary, "config": config})
     return run.done(stage)
 
 
@@ -138,22 +156,27 @@ def run_downstream(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
 
 
 def run_report(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
-    """The normalised table (Markdown, JSON), curves and scatter (PNG) of every method."""
+    """The offline table (Markdown, JSON), curves and scatter (PNG) of every method."""
+    return report(run, cfg, tuple(cfg.methods), "down", "report", "offline TD3+BC")
+
+
+def report(run: RunDir, cfg, methods: tuple, prefix: str, out: str, setting: str) -> dict:
+    """Table, curves and scatter of the finished ``<prefix>-<method>`` stages into ``out``."""
     from scpr_jax.evaluation import normalised_table, table_markdown
     from scpr_jax.report import write_report
 
-    missing = [m for m in cfg.methods if run.done(f"down-{m}") is None]
+    missing = [m for m in methods if run.done(f"{prefix}-{m}") is None]
     if missing:
         raise ValueError(
-            f"methods {missing} have no finished downstream stage in {run.root}; "
-            "run `scpr downstream` (or `scpr run`) with the same settings first"
+            f"methods {missing} have no finished {prefix}-<method> stage in {run.root}; "
+            "run the stages before the report (e.g. `scpr run`) with the same settings first"
         )
-    results = {m: run.done(f"down-{m}")["summary"] for m in cfg.methods}
+    results = {m: run.done(f"{prefix}-{m}")["summary"] for m in methods}
     raw = {m: {"return": s["return"], "cost": s["cost"]} for m, s in results.items()}
     table = normalised_table(raw)
     curves = {m: s["curves"] for m, s in results.items()}
-    title = f"{cfg.env} ({cfg.preset} preset, seed {cfg.seed})"
-    paths = write_report(run.stage("report"), table, curves, cfg.to_dict(), title)
-    print(f"[report] {title}: -> {run.stage('report')}")
+    title = f"{cfg.env} ({cfg.preset} preset, seed {cfg.seed}, {setting})"
+    paths = write_report(run.stage(out), table, curves, cfg.to_dict(), title)
+    print(f"[{out}] {title}: -> {run.stage(out)}")
     print(table_markdown(table))
     return {"table": table, "paths": {k: str(v) for k, v in paths.items()}}

@@ -7,7 +7,9 @@ the whole `LoopState` (algorithm state, RNG key, update count), so a stopped sta
 where it stopped and finishes with the same parameters as an uninterrupted run.
 
 Seeds: give `train_loop` a `LoopState` whose leaves carry a leading seed axis and set
-``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed).
+``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed), and the
+seed axis is sharded over all devices (`sweep.place`). A `sweep.Members` in place of a seed
+list also gives each member its own values of dynamic hyperparameters.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from scpr_jax.train.logging import MetricLogger
+from scpr_jax.train.sweep import Members, check_memory, place, set_leaves, tree_bytes
 
 
 @struct.dataclass
@@ -55,7 +58,7 @@ def make_chunk(
     return chunk
 
 
-Seeds = int | tuple[int, ...] | list[int] | range
+Seeds = int | tuple[int, ...] | list[int] | range | Members
 
 
 def seed_axis(seeds: Seeds) -> int | None:
@@ -75,15 +78,21 @@ def init_loop(key: jax.Array, init: Callable[[jax.Array], Any], seeds: Seeds = 0
 
     Seed s draws its parameters from ``init(k)`` and its loop key, both from
     ``fold_in(key, s)``, so member j of a vmapped run equals a separate run of ``seeds[j]``.
+    ``seeds`` may be a `Members`, whose hyperparameters then replace the leaves they name.
     """
 
     def one(seed):
         k_init, k_loop = jax.random.split(jax.random.fold_in(key, seed))
         return LoopState(algo=init(k_init), key=k_loop, step=jnp.asarray(0, jnp.int32))
 
+    n = seed_axis(seeds) or 1
+    check_memory(tree_bytes(jax.eval_shape(one, jnp.asarray(0, jnp.int32))), n)  # before allocating
     if seed_axis(seeds) is None:
         return jax.jit(one)(jnp.asarray(seeds, jnp.int32))
-    return jax.jit(jax.vmap(one))(jnp.asarray(list(seeds), jnp.int32))
+    loop = jax.jit(jax.vmap(one))(jnp.asarray(list(seeds), jnp.int32))
+    if isinstance(seeds, Members):
+        loop = loop.replace(algo=set_leaves(loop.algo, seeds.hparams))
+    return loop
 
 
 def _check_finite(stage: str, step: int, metrics: dict[str, np.ndarray]) -> None:
@@ -123,6 +132,7 @@ def train_loop(
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     manager = ocp.CheckpointManager(workdir / "ckpt", options=options)
     resume = manager.latest_step()
+    loop, data = place(loop, n_seeds, data)  # the seed axis sharded over all devices
     if resume is not None:
         loop = manager.restore(resume, args=ocp.args.StandardRestore(loop))
     start = int(np.max(jax.device_get(loop.step)))

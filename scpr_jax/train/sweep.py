@@ -1,0 +1,146 @@
+"""Sweeps as transforms: seeds x dynamic hyperparameters as one vmapped, sharded member axis.
+
+A `Members` value goes wherever a stage takes ``seeds``: member j starts from seed
+``seeds[j]`` (so members sharing a seed share their initialisation and RNG streams) and has
+its own value of each swept hyperparameter, written into the state leaf of that name after
+init (`set_leaves`). Only leaves that are per-member scalars can be swept this way (e.g.
+TD3's ``beta_reg``, an optimiser's ``learning_rate``); settings that change shapes are run
+as separate programs by the caller.
+
+`place` lays the member axis out over every device (``jax.devices()``, all hosts) with a
+`NamedSharding`; jit then partitions the vmapped program without any code change between
+one CPU, 8 GPUs or a TPU slice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "members"
+
+
+@dataclass(frozen=True)
+class Members:
+    """The member axis of a sweep: a seed and a value of each swept leaf per member."""
+
+    seeds: tuple[int, ...]
+    hparams: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.seeds)
+        if n == 0 or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of integers >= 0")
+        for name, values in self.hparams.items():
+            if len(values) != n:
+                raise ValueError(f"hyperparameter {name!r} has {len(values)} values for {n} seeds")
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.seeds)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def describe(self, j: int) -> dict:
+        """Member j's seed and hyperparameters."""
+        return {"seed": self.seeds[j], **{k: v[j] for k, v in self.hparams.items()}}
+
+
+def grid(seeds: Sequence[int], values: Mapping[str, Sequence[float]]) -> Members:
+    """Every combination of ``values`` (outer, in order) times every seed (inner)."""
+    names = list(values)
+    combos = list(itertools.product(*(values[n] for n in names))) or [()]
+    member_seeds = tuple(int(s) for _ in combos for s in seeds)
+    hparams = {n: tuple(float(c[i]) for c in combos for _ in seeds) for i, n in enumerate(names)}
+    return Members(member_seeds, hparams)
+
+
+def _name(path) -> str:
+    last = path[-1]
+    return str(getattr(last, "name", getattr(last, "key", last)))
+
+
+def sweepable(tree: Any, n_members: int) -> list[str]:
+    """Names of the leaves of ``tree`` that are one float per member ([n_members])."""
+    names = set()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if path and jnp.shape(leaf) == (n_members,) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            names.add(_name(path))
+    return sorted(names)
+
+
+def set_leaves(tree: Any, hparams: Mapping[str, Sequence[float]]) -> Any:
+    """``tree`` with every leaf named k in ``hparams`` replaced by its member values [M]."""
+    if not hparams:
+        return tree
+    n = len(next(iter(hparams.values())))
+    unknown = set(hparams) - set(sweepable(tree, n))
+    if unknown:
+        raise ValueError(
+            f"cannot sweep {sorted(unknown)} as a vmapped axis: not a per-member leaf of this "
+            f"stage's state; sweepable here: {', '.join(sweepable(tree, n))}"
+        )
+
+    def put(path, leaf):
+        name = _name(path) if path else ""
+        if name in hparams and jnp.shape(leaf) == (n,):
+            return jnp.asarray(hparams[name], leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(put, tree)
+
+
+def member_sharding(n_members: int) -> NamedSharding | None:
+    """Sharding of a leading member axis over all devices; None if there is one device or
+    ``n_members`` does not divide evenly (the run then stays on the default device)."""
+    devices = jax.devices()
+    if len(devices) == 1 or n_members % len(devices):
+        return None
+    return NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
+
+
+def place(tree: Any, n_members: int | None, data: Any = None) -> tuple[Any, Any]:
+    """(``tree`` with its member axis sharded over the devices, ``data`` replicated)."""
+    sharding = member_sharding(n_members) if n_members else None
+    if sharding is None:
+        return tree, data
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    return jax.device_put(tree, sharding), jax.device_put(data, replicated)
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes of every array (or ShapeDtypeStruct) leaf of ``tree``."""
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def device_memory() -> int:
+    """Bytes one device can hold: its allocator limit, or the host's free memory on CPU."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(member_bytes: int, n_members: int, shared_bytes: int = 0) -> None:
+    """Raises ValueError, with the estimate, if the members' states (sharded over the devices
+    when `member_sharding` allows) plus the shared data would not fit in 90% of a device."""
+    per_device = (
+        n_members if member_sharding(n_members) is None else n_members // jax.device_count()
+    )
+    need = member_bytes * per_device + shared_bytes
+    limit = device_memory()
+    if need > 0.9 * limit:
+        raise ValueError(
+            f"this run needs ~{need / 2**30:.2f} GiB per device ({n_members} members x "
+            f"{member_bytes / 2**20:.1f} MiB of state, {per_device} on each device, plus "
+            f"{shared_bytes / 2**20:.1f} MiB of shared data), but a device has "
+            f"{limit / 2**30:.2f} GiB; use fewer seeds per run, more devices or a smaller buffer"
+        )
