@@ -22,7 +22,12 @@ Policy = Callable[[Any, jax.Array], jax.Array]  # act(params, obs_full [O]) -> a
 
 
 def downstream_returns_fn(
-    task_name: str, n_episodes: int, act: Policy, max_steps: int | None = None, **task_kwargs
+    task_name: str,
+    n_episodes: int,
+    act: Policy,
+    max_steps: int | None = None,
+    interval: int = 1,
+    **task_kwargs,
 ) -> Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]:
     """A pure ``f(key, params) -> (returns [n_episodes], costs [n_episodes])``.
 
@@ -32,12 +37,20 @@ def downstream_returns_fn(
     ``k_reset, k_steps = split(split(key, n_episodes)[e])``, step keys
     ``split(k_steps, n_steps)``. For ``real:<task>`` (the real simulators) ``f`` runs on the
     host (`bridge.rollout.downstream_returns_fn`): call it directly, loop over seeds.
+
+    ``interval`` k > 1 (a skill's control interval): ``act`` is a pair ``(choose(params,
+    obs) -> u, execute(params, obs, u) -> action)``; u is chosen at episode steps 0, k, 2k, ...
+    and held in between, while the skill acts on every step's observation.
     """
+    if not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval={interval!r} must be an integer >= 1")
     if "/" in task_name:
         raise ValueError(f"task_name={task_name!r} must be a task name without a form")
     if n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes} must be >= 1")
     if task_name.startswith(REAL):  # real simulators: a host-side f (neither jit nor vmap)
+        if interval != 1:
+            raise ValueError(f"interval={interval} > 1 is not supported on {task_name!r} yet")
         from scpr_jax.bridge.rollout import downstream_returns_fn as host_fn
 
         return host_fn(task_name, n_episodes, act, max_steps, **task_kwargs)
@@ -49,17 +62,26 @@ def downstream_returns_fn(
         k_reset, k_steps = jax.random.split(key)
         obs0, state = env.reset(k_reset, env_params)
 
-        def body(carry, key):
-            state, obs, ret, cost, alive = carry
-            ts, state = env.step(key, state, act(params, obs), env_params)
+        def body(carry, xs):
+            state, obs, ret, cost, alive, u = carry
+            key, t = xs
+            if interval == 1:
+                action = act(params, obs)
+            else:
+                choose, execute = act
+                u = jnp.where(t % interval == 0, choose(params, obs), u)
+                action = execute(params, obs, u)
+            ts, state = env.step(key, state, action, env_params)
             # AutoReset starts a new episode after done; alive masks its steps out
             ret, cost = ret + alive * ts.reward, cost + alive * ts.cost
             alive = alive * (1.0 - (ts.terminated | ts.truncated))
-            return (state, ts.obs, ret, cost, alive), None
+            return (state, ts.obs, ret, cost, alive, u), None
 
         zero = jnp.asarray(0.0, jnp.float32)
-        carry = (state, obs0, zero, zero, jnp.asarray(1.0, jnp.float32))
-        (_, _, ret, cost, _), _ = jax.lax.scan(body, carry, jax.random.split(k_steps, n_steps))
+        u0 = zero if interval == 1 else jnp.zeros_like(act[0](params, obs0))
+        carry = (state, obs0, zero, zero, jnp.asarray(1.0, jnp.float32), u0)
+        xs = (jax.random.split(k_steps, n_steps), jnp.arange(n_steps))
+        (_, _, ret, cost, _, _), _ = jax.lax.scan(body, carry, xs)
         return ret, cost
 
     def f(key: jax.Array, params: Any) -> tuple[jax.Array, jax.Array]:

@@ -206,3 +206,32 @@ def test_downstream_returns_rejects_bad_input():
         downstream_returns_fn("ball-run", 0, lambda p, o: o[:2])
     with pytest.raises(ValueError, match="without a form"):
         downstream_returns_fn("ball-run/downstream", 2, lambda p, o: o[:2])
+
+
+def test_control_interval_holds_the_latent_between_choices():
+    """interval=3: u = choose(obs_t) at t = 0, 3, 6, ... and the skill acts on every obs."""
+    env, n_steps, interval = make("ball-run/downstream"), 10, 3
+    w = jax.random.normal(jax.random.key(1), (env.action_size, env.obs_size))
+    choose = jax.jit(lambda p, obs: jnp.tanh(p @ obs))
+    execute = jax.jit(lambda p, obs, u: jnp.clip(u + 0.1 * obs[:2], -1.0, 1.0))
+    f = downstream_returns_fn("ball-run", 1, (choose, execute), n_steps, interval=interval)
+    key = jax.random.key(4)
+    returns, costs = jax.jit(f)(key, w)
+    # reference: the documented key use, one Python step at a time
+    params = env.default_params(max_steps=n_steps)
+    k_reset, k_steps = jax.random.split(jax.random.split(key, 1)[0])
+    obs, state = env.reset(k_reset, params)
+    ret, u, actions = 0.0, None, []
+    for t, k in enumerate(jax.random.split(k_steps, n_steps)):
+        u = choose(w, obs) if t % interval == 0 else u
+        actions.append(execute(w, obs, u))
+        ts, state = env.step(k, state, actions[-1], params)
+        ret, obs = ret + float(ts.reward), ts.obs
+    np.testing.assert_allclose(returns[0], ret, rtol=1e-5, atol=1e-5)
+    assert costs.shape == (1,)
+    every_step = jax.jit(
+        downstream_returns_fn("ball-run", 1, lambda p, o: execute(p, o, choose(p, o)), n_steps)
+    )
+    assert not np.allclose(every_step(key, w)[0], returns)  # holding u changes the rollout
+    with pytest.raises(ValueError, match="interval=0 must be an integer >= 1"):
+        downstream_returns_fn("ball-run", 1, (choose, execute), interval=0)

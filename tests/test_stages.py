@@ -51,6 +51,7 @@ def test_label_stage_end_to_end_and_skip(tmp_path, capsys):
         (["--set", "online_methods=rc"], "online_methods=('rc',) invalid"),
         (["--set", "td3.oracle.n_envs=0"], "n_envs=0 must be a positive integer"),
         (["--set", "td3bc.safe_vpl.beta_reg=-1"], "beta_reg=-1.0 must be >= 0"),
+        (["--set", "td3bc.oracle.control_interval=0"], "control_interval=0 must be a positive"),
     ],
 )
 def test_bad_settings_fail_at_start_up(tmp_path, capsys, args, message):
@@ -175,6 +176,7 @@ def test_main_job_end_to_end_tiny(tmp_path, capsys):
 def test_sweep_command_splits_static_settings_and_vmaps_the_rest(tmp_path, capsys):
     workdir = tmp_path / "run"
     args = ["sweep", "--workdir", str(workdir), *TINY, *_downstream_tiny(("oracle",), steps=200)]
+    args += ["--set", "td3bc.oracle.control_interval=2"]  # rollouts hold u for 2 steps
     axes = ["--sweep", "bc_alpha=2.5,20", "--sweep", "downstream.oracle_cost_weight=0,10"]
     assert cli.main([*args, "--stage", "down-oracle", "--seeds", "0:2", *axes]) == 0
     results = json.loads((workdir / "sweep-down-oracle" / "results.json").read_text())

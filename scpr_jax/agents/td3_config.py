@@ -44,6 +44,7 @@ def _common(c: ml_collections.ConfigDict) -> None:
     c.policy_freq = 1  # critic updates per actor (and target) update
     c.eval_every = 20_000  # updates between evaluations
     c.eval_episodes = 200  # episodes per evaluation (a random downstream goal each)
+    c.control_interval = 1  # env steps a chosen latent is held in rollouts (paper: every step)
 
 
 def td3bc_config(preset: str, env: str, method: str) -> ml_collections.ConfigDict:
@@ -95,7 +96,15 @@ def td3_config(preset: str, env: str) -> ml_collections.ConfigDict:
 
 _RULES = (  # (fields, predicate, what is allowed); fields absent from a config are skipped
     (
-        ("batch_size", "steps", "chunk", "policy_freq", "eval_episodes", "n_envs"),
+        (
+            "batch_size",
+            "steps",
+            "chunk",
+            "policy_freq",
+            "eval_episodes",
+            "n_envs",
+            "control_interval",
+        ),
         lambda v: v >= 1 and v == int(v),
         "a positive integer",
     ),

@@ -58,16 +58,25 @@ def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: str):
     return highlevel.identity_skill(task.obs_size, task.action_size)
 
 
-def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int):
+def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int, interval: int = 1):
     """Jitted ``f(key, algo, skill) -> (return, cost)`` [n_seeds, n_episodes] for vmapped seeds
-    (``real:<task>``: host rollouts, a loop over the seeds)."""
+    (``real:<task>``: host rollouts, a loop over the seeds); pi_h re-chooses its latent every
+    ``interval`` steps (the control interval)."""
+    from scpr_jax.agents.td3 import high_level_action
     from scpr_jax.bridge.rollout import host_map
+    from scpr_jax.downstream.highlevel import execute
     from scpr_jax.downstream.offline import act
     from scpr_jax.envs.registry import REAL
     from scpr_jax.evaluation import downstream_returns_fn
 
     max_steps = int(cfg.eval_max_steps) or None
-    one = downstream_returns_fn(cfg.env, n_episodes, lambda p, o: act(p[0], p[1], o), max_steps)
+    policy = lambda p, o: act(p[0], p[1], o)  # noqa: E731
+    if interval > 1:
+        policy = (
+            lambda p, o: high_level_action(p[0], p[0].actor, o),
+            lambda p, o, u: execute(p[1], o, u),
+        )
+    one = downstream_returns_fn(cfg.env, n_episodes, policy, max_steps, interval)
     host = cfg.env.startswith(REAL)
     seed_map = host_map if host else jax.vmap
 
@@ -108,7 +117,7 @@ def run_method(
     data = offline_data(trajs, method_reward(run, cfg, method, trajs), skill)
     seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
     key = stage_key(cfg, "downstream")
-    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes))
+    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes), int(td3.control_interval))
 
     def evaluate(loop) -> dict:
         k = jax.random.fold_in(stage_key(cfg, "eval"), int(np.max(loop.step)))
@@ -122,7 +131,9 @@ def run_method(
             eval_every=int(td3.eval_every), progress=bar,
         )  # fmt: skip
     n_final = int(cfg.downstream.eval_episodes)
-    ret, cost = rollout_fn(cfg, n_final)(stage_key(cfg, "eval"), state, skill)
+    ret, cost = rollout_fn(cfg, n_final, int(td3.control_interval))(
+        stage_key(cfg, "eval"), state, skill
+    )
     return finish(run, stage, method, seeds, (ret, cost), t0, td3.to_dict())
 
 

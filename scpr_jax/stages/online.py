@@ -36,7 +36,7 @@ def run_online_method(
     td3 = cfg.td3[method_key(method)]
     skill = method_skill(run, cfg, method)
     seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
-    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes))
+    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes), int(td3.control_interval))
 
     def evaluate(loop) -> dict:
         k = jax.random.fold_in(stage_key(cfg, "eval"), int(np.max(loop.step)))
@@ -51,7 +51,7 @@ def run_online_method(
             reward=reward, cost_weight=float(cfg.downstream.oracle_cost_weight),
             evaluate=evaluate, progress=bar,
         )  # fmt: skip
-    ret_cost = rollout_fn(cfg, int(cfg.downstream.eval_episodes))(
+    ret_cost = rollout_fn(cfg, int(cfg.downstream.eval_episodes), int(td3.control_interval))(
         stage_key(cfg, "eval"), state, skill
     )
     return finish(run, stage, method, seeds, ret_cost, t0, td3.to_dict())
