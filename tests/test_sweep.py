@@ -139,3 +139,6 @@ def test_a_sweep_that_does_not_fit_says_so_before_it_starts(monkeypatch):
             list(range(32)),
         )
     assert sweep.tree_bytes(jax.ShapeDtypeStruct((4, 2), jnp.float32)) == 32
+    assert sweep.tree_bytes({"k": jax.random.split(jax.random.key(0), 3)}) == 24  # typed keys
+    loop = init_loop(jax.random.key(1), lambda k: {"key": k, "w": jnp.ones(2)}, [0, 1])
+    assert loop.algo["w"].shape == (2, 2)

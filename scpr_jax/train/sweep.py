@@ -116,9 +116,15 @@ def place(tree: Any, n_members: int | None, data: Any = None) -> tuple[Any, Any]
     return jax.device_put(tree, sharding), jax.device_put(data, replicated)
 
 
+def _itemsize(dtype) -> int:
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):  # typed PRNG keys (key<fry>: 8 bytes)
+        return int(getattr(dtype, "itemsize", 8))
+    return np.dtype(dtype).itemsize
+
+
 def tree_bytes(tree: Any) -> int:
-    """Bytes of every array (or ShapeDtypeStruct) leaf of ``tree``."""
-    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+    """Bytes of every array (or ShapeDtypeStruct) leaf of ``tree``, typed keys included."""
+    return sum(int(np.prod(x.shape)) * _itemsize(x.dtype) for x in jax.tree.leaves(tree))
 
 
 def device_memory() -> int:
