@@ -20,6 +20,7 @@ NumPy in, NumPy out, one simulator copy per call.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ class Step:
     sim_cost: float  # the simulator's native cost (for reference, never used)
 
 
-class Sim:
+class Sim(abc.ABC):
     """Adapter interface; subclasses implement one family of simulators."""
 
     sim_id: str  # the simulator's registered environment id
@@ -57,25 +58,25 @@ class Sim:
     def __init__(self, task: Task):
         self.task = task
 
+    @abc.abstractmethod
     def build(self) -> Any:
         """A new simulator instance (one copy)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def draw(self, key: jax.Array) -> Any:
         """Jittable: the reset draw of one copy from a key (pytree of arrays)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reset(self, env: Any, draw: Any) -> Step:
         """Resets ``env`` to the drawn start; returns the first observation (no step info)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, env: Any, action: np.ndarray, before: dict) -> Step:
         """One control step of ``env``; ``before`` is the phys dict of the previous step."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def to_phys(self, phys: dict) -> Any:
         """Jittable: the task's physics pytree from (batched) ``phys`` arrays."""
-        raise NotImplementedError
 
 
 class BallSim(Sim):

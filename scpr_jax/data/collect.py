@@ -176,17 +176,14 @@ def sample_batch(
     )
 
 
-def make_chunk(env, config, n_steps: int) -> Callable[[CollectorState], tuple]:
-    """Pure ``chunk(state) -> (state, metrics)`` running ``n_steps`` vectorised steps.
-
-    Each step acts (uniform random before warm-up, else the SAC policy) in all copies,
-    writes the transitions at row ``t`` and, once warm-up is done, runs
-    ``updates_per_step`` SAC updates. Metrics are chunk means (SAC ones over updated steps).
-    """
+def make_store_and_learn(config) -> Callable:
+    """Pure ``f(sac, buffer, t, obs, cost_penalty, action, ts, key) -> (sac, buffer, metrics)``:
+    writes row ``t`` of the [T, n_envs] buffer, then (after warm-up) ``updates_per_step`` SAC
+    updates on rows < t + 1; the metrics of that vectorised step. Shared by the JAX collector
+    and the host collector of the real simulators (`data.host_collect`)."""
     n_envs, updates = int(config.n_envs), int(config.updates_per_step)
     batch_size = int(config.batch_size)
     _, warmup_t, switch_t = _steps(config)
-    step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def update(sac, buffer, filled, penalty, key):
         def one(sac, key):
@@ -201,22 +198,12 @@ def make_chunk(env, config, n_steps: int) -> Callable[[CollectorState], tuple]:
         shapes = jax.eval_shape(update, sac, buffer, filled, penalty, key)[1]
         return sac, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def env_step(state: CollectorState, _):
-        key, k_act, k_env, k_update = jax.random.split(state.key, 4)
-        k_pi, k_rand = jax.random.split(k_act)
-        a_pi, _ = sample_action(state.sac.actor_params, state.sac, state.obs, k_pi)
-        a_rand = jax.random.uniform(k_rand, a_pi.shape, minval=-1.0, maxval=1.0)
-        action = jnp.where(state.t < warmup_t, a_rand, a_pi)
-        ts, env_state = step_envs(
-            jax.random.split(k_env, n_envs), state.env_state, action, state.params
-        )
-        row = _row(state.obs, action, ts, n_envs)
-        buffer = jax.tree.map(lambda b, x: b.at[state.t].set(x), state.buffer, row)
-        penalty = jnp.where(state.t >= switch_t, state.cost_penalty, 0.0)
-        updated = state.t + 1 >= warmup_t
-        sac, sac_metrics = jax.lax.cond(
-            updated, update, skip, state.sac, buffer, state.t + 1, penalty, k_update
-        )
+    def learn(sac, buffer, t, obs, cost_penalty, action, ts, key):
+        row = _row(obs, action, ts, n_envs)
+        buffer = jax.tree.map(lambda b, x: b.at[t].set(x), buffer, row)
+        penalty = jnp.where(t >= switch_t, cost_penalty, 0.0)
+        updated = t + 1 >= warmup_t
+        sac, sac_metrics = jax.lax.cond(updated, update, skip, sac, buffer, t + 1, penalty, key)
         done = ts.info["episode_done"].astype(jnp.float32)
         metrics = {
             "reward": jnp.mean(ts.reward),
@@ -227,6 +214,35 @@ def make_chunk(env, config, n_steps: int) -> Callable[[CollectorState], tuple]:
             "updated": updated.astype(jnp.float32),
             **sac_metrics,
         }
+        return sac, buffer, metrics
+
+    return learn
+
+
+def make_chunk(env, config, n_steps: int) -> Callable[[CollectorState], tuple]:
+    """Pure ``chunk(state) -> (state, metrics)`` running ``n_steps`` vectorised steps.
+
+    Each step acts (uniform random before warm-up, else the SAC policy) in all copies,
+    writes the transitions at row ``t`` and, once warm-up is done, runs
+    ``updates_per_step`` SAC updates. Metrics are chunk means (SAC ones over updated steps).
+    """
+    n_envs, updates = int(config.n_envs), int(config.updates_per_step)
+    _, warmup_t, switch_t = _steps(config)
+    step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    learn = make_store_and_learn(config)
+
+    def env_step(state: CollectorState, _):
+        key, k_act, k_env, k_update = jax.random.split(state.key, 4)
+        k_pi, k_rand = jax.random.split(k_act)
+        a_pi, _ = sample_action(state.sac.actor_params, state.sac, state.obs, k_pi)
+        a_rand = jax.random.uniform(k_rand, a_pi.shape, minval=-1.0, maxval=1.0)
+        action = jnp.where(state.t < warmup_t, a_rand, a_pi)
+        ts, env_state = step_envs(
+            jax.random.split(k_env, n_envs), state.env_state, action, state.params
+        )
+        sac, buffer, metrics = learn(
+            state.sac, state.buffer, state.t, state.obs, state.cost_penalty, action, ts, k_update
+        )
         state = state.replace(
             sac=sac, env_state=env_state, obs=ts.obs, buffer=buffer, t=state.t + 1, key=key
         )

@@ -21,13 +21,13 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from scpr_jax.agents.sac import SACState, sac_init, sac_update, sample_action
+from scpr_jax.agents.sac import SACState, sac_init, sample_action
 from scpr_jax.bridge import BridgedEnv, make
 from scpr_jax.data.collect import (
     _row,
     _steps,
     distinct_buffers,
-    sample_batch,
+    make_store_and_learn,
     stream_major,
     summarize,
 )
@@ -64,44 +64,16 @@ def make_act(config, warmup_t: int) -> Callable:
     return act
 
 
-def make_learn(config, warmup_t: int, switch_t: int) -> Callable:
+def make_learn(config) -> Callable:
     """Pure ``learn(state, action [N, A], ts) -> (state, metrics)``: store row t, then SAC
-    updates once warm-up is done (metrics as one step of `collect.make_chunk`)."""
-    n_envs, updates = int(config.n_envs), int(config.updates_per_step)
-    batch_size = int(config.batch_size)
-
-    def update(sac, buffer, filled, penalty, key):
-        def one(sac, key):
-            k_batch, k_update = jax.random.split(key)
-            batch = sample_batch(buffer, filled, penalty, k_batch, batch_size)
-            return sac_update(sac, batch, k_update)
-
-        sac, metrics = jax.lax.scan(one, sac, jax.random.split(key, updates))
-        return sac, jax.tree.map(jnp.mean, metrics)
-
-    def skip(sac, buffer, filled, penalty, key):
-        shapes = jax.eval_shape(update, sac, buffer, filled, penalty, key)[1]
-        return sac, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    updates once warm-up is done (`collect.make_store_and_learn`, as the JAX collector)."""
+    store_and_learn = make_store_and_learn(config)
 
     def learn(state: HostCollectorState, action: jax.Array, ts):
         key, _, _, k_update = _keys(state.key)
-        row = _row(state.obs, action, ts, n_envs)
-        buffer = jax.tree.map(lambda b, x: b.at[state.t].set(x), state.buffer, row)
-        penalty = jnp.where(state.t >= switch_t, state.cost_penalty, 0.0)
-        updated = state.t + 1 >= warmup_t
-        sac, sac_metrics = jax.lax.cond(
-            updated, update, skip, state.sac, buffer, state.t + 1, penalty, k_update
+        sac, buffer, metrics = store_and_learn(
+            state.sac, state.buffer, state.t, state.obs, state.cost_penalty, action, ts, k_update
         )
-        done = ts.info["episode_done"].astype(jnp.float32)
-        metrics = {
-            "reward": jnp.mean(ts.reward),
-            "cost": jnp.mean(ts.cost),
-            "episodes": jnp.sum(done),
-            "episode_return_sum": jnp.sum(done * ts.info["episode_return"]),
-            "episode_cost_sum": jnp.sum(done * ts.info["episode_cost"]),
-            "updated": updated.astype(jnp.float32),
-            **sac_metrics,
-        }
         state = state.replace(sac=sac, obs=ts.obs, buffer=buffer, t=state.t + 1, key=key)
         return state, metrics
 
@@ -167,7 +139,7 @@ def collect(
     )
     state = distinct_buffers(state)
     act = jax.jit(make_act(config, warmup_t))
-    learn = jax.jit(make_learn(config, warmup_t, switch_t), donate_argnums=0)
+    learn = jax.jit(make_learn(config), donate_argnums=0)
     steps = []
     for t in range(n_steps):
         action, k_env = act(state.sac, state.obs, state.t, state.key)
