@@ -135,7 +135,10 @@ def workload(component: str, job: dict, d: dict):
         def init(k):
             return cpl.cpl_init(k, sz["obs"], sz["latent_dim"], sz["act"], cfg)
 
-        return init, lambda s, b, k: cpl.cpl_update(s, b, k, None, None), sample, data
+        def update(s, b, k):
+            return cpl.cpl_update(s, b, k, None, None, int(cfg.microbatches))
+
+        return init, update, sample, data
     rows = {k: jnp.asarray(d[k]) for k in ("obs", "action", "reward", "next_obs", "terminated")}
     if component == "iql":
         return (
@@ -182,6 +185,9 @@ def _flops(compiled, n_seeds: int) -> float:
 def run(job: dict, d: dict) -> dict:
     """Compiles and times ``job["chunk"]`` updates per call (see `vs_pytorch` for the protocol)."""
     n_seeds, k_chunk = int(job["n_seeds"]), int(job["chunk"])
+    if job.get("xla_cache"):  # shared by the rounds of one run (see `vs_pytorch.measure`)
+        jax.config.update("jax_compilation_cache_dir", job["xla_cache"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     init, update, sample, data = workload(job["component"], job, d)
     key = jax.random.key(job["seed"])
     seeds = job["seed"] if n_seeds == 1 else list(range(n_seeds))

@@ -28,6 +28,7 @@ from flax import struct
 
 from scpr_jax.nets import MLP, leaky_relu
 from scpr_jax.skills import losses, vae
+from scpr_jax.train.accumulate import microbatch_count, microbatch_grad
 
 PRESETS = ("paper", "small")
 TASKS = ("ball-run", "ball-circle", "ball-reach", "ant-vel", "halfcheetah-vel", "swimmer-vel")
@@ -81,6 +82,7 @@ def cpl_config(preset: str, task_name: str) -> ml_collections.ConfigDict:
     cfg.batch_size = 96  # preference sets per update
     cfg.steps = 500_000 if preset == "paper" else 3_000  # updates
     cfg.chunk = 1_000 if preset == "paper" else 500  # updates per jitted lax.scan
+    cfg.microbatches = 0  # gradient accumulation slices per batch; 0: automatic (accumulate)
     if preset == "small":  # minutes on a 2-core CPU
         cfg.hidden = (128, 128, 128)
         cfg.batch_size = 16
@@ -97,6 +99,11 @@ def validate_cpl_config(cfg: ml_collections.ConfigDict) -> None:
         "batch_size": (cfg.batch_size >= 1, ">= 1"),
         "steps": (cfg.steps >= 1, ">= 1"),
         "chunk": (cfg.chunk >= 1 and cfg.steps % cfg.chunk == 0, ">= 1 and divide steps"),
+        "microbatches": (
+            cfg.get("microbatches", 0) >= 0
+            and (cfg.get("microbatches", 0) == 0 or cfg.batch_size % cfg.microbatches == 0),
+            ">= 0 (0: automatic) and divide batch_size",
+        ),
     }
     for field, (ok, allowed) in rules.items():
         if not ok:
@@ -153,19 +160,35 @@ def set_cpl_loss(params: PolicyParams, s: dict, z: jax.Array, alpha, lam):
     return loss, {"loss": loss, "accuracy": accuracy, "mse_preferred": mse}
 
 
-def cpl_batch_loss(params, batch: dict, key: jax.Array, vae_params, alpha, lam, vae_config):
-    """Mean CPL loss of a batch of sets, one z' per set from the frozen posterior.  -> []."""
-    z = sample_latents(batch, key, vae_params, vae_config)
-    loss, metrics = jax.vmap(set_cpl_loss, (None, 0, 0, None, None))(params, batch, z, alpha, lam)
+def latent_batch_loss(params, sets: dict, z: jax.Array, alpha, lam):
+    """Mean CPL loss of a batch of sets under given latents z [B, Z].  -> ([], metrics)."""
+    loss, metrics = jax.vmap(set_cpl_loss, (None, 0, 0, None, None))(params, sets, z, alpha, lam)
     return loss.mean(), jax.tree.map(jnp.mean, metrics)
 
 
-def cpl_update(state: CPLState, batch: dict, key: jax.Array, vae_params, vae_config):
-    """One Adam step on theta for a batch of sets; the VAE stays frozen.  -> (state, metrics)."""
-    grad_fn = jax.grad(cpl_batch_loss, has_aux=True)  # argnums=0: policy parameters only
-    grads, metrics = grad_fn(
-        state.params, batch, key, vae_params, state.alpha, state.lam, vae_config
-    )
+def cpl_batch_loss(params, batch: dict, key: jax.Array, vae_params, alpha, lam, vae_config):
+    """Mean CPL loss of a batch of sets, one z' per set from the frozen posterior.  -> []."""
+    z = sample_latents(batch, key, vae_params, vae_config)
+    return latent_batch_loss(params, batch, z, alpha, lam)
+
+
+def cpl_update(
+    state: CPLState, batch: dict, key: jax.Array, vae_params, vae_config, microbatches: int = 0
+):
+    """One Adam step on theta for a batch of sets; the VAE stays frozen.  -> (state, metrics).
+
+    One z' per set from the frozen posterior, then the gradient accumulated over
+    ``microbatches`` equal slices of the sets (`train.accumulate`; 0: automatic).
+    """
+    z = sample_latents(batch, key, vae_params, vae_config)
+    sets = {k: batch[k] for k in ("obs1", "obs2", "act1", "act2", "y")}
+    n_sets, n_pairs, seg = sets["obs1"].shape[:3]
+    n = microbatch_count(microbatches, n_sets, 2 * n_pairs * seg)
+
+    def loss_fn(params, part):
+        return latent_batch_loss(params, *part, state.alpha, state.lam)
+
+    grads, metrics = microbatch_grad(loss_fn, state.params, (sets, z), n)
     direction, opt_state = ADAM.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics

@@ -94,8 +94,8 @@ def train_cpl(
     def init(k):
         return cpl.cpl_init(k, task.obs_size, vae_config.latent_dim, task.action_size, cfg)
 
-    def update(state, batch, k):
-        return cpl.cpl_update(state, batch, k, None, None)  # posteriors are in the batch
+    def update(state, batch, k):  # the posteriors are in the batch
+        return cpl.cpl_update(state, batch, k, None, None, int(cfg.get("microbatches", 0)))
 
     def sample(k, data):
         return sample_cpl_batch(k, data, int(cfg.batch_size))

@@ -34,6 +34,7 @@ def vae_train_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.batch_size = 256  # preference sets per update
     c.steps = 100_000  # updates (paper: 600 epochs of the training sets)
     c.chunk = 1000  # updates per jitted scan chunk (logging / checkpoints in between)
+    c.microbatches = 0  # gradient accumulation slices per batch; 0: automatic (accumulate)
     if preset == "small":
         c.hidden = 64
         c.decoder_hidden = (64, 64)  # the decoder dominates the cost: 32k steps per batch
@@ -51,6 +52,12 @@ def model_config(c: ml_collections.ConfigDict) -> vae.VAEConfig:
             raise ValueError(f"vae config: {field}={c[field]!r} must be >= 1")
     if c.steps % c.chunk:
         raise ValueError(f"vae config: steps={c.steps} must be a multiple of chunk={c.chunk}")
+    microbatches = c.get("microbatches", 0)
+    if microbatches < 0 or microbatches and c.batch_size % microbatches:
+        raise ValueError(
+            f"vae config: microbatches={microbatches!r} must be 0 (automatic) or divide "
+            f"batch_size={c.batch_size}"
+        )
     return vae.VAEConfig(
         latent_dim=c.latent_dim,
         hidden=c.hidden,
@@ -59,6 +66,7 @@ def model_config(c: ml_collections.ConfigDict) -> vae.VAEConfig:
         total_steps=c.steps,
         n_cycles=c.n_cycles,
         lr=c.lr,
+        microbatches=microbatches,
         kl_weight=c.kl_weight,
     )
 

@@ -21,6 +21,7 @@ from flax import struct
 
 from scpr_jax.nets import MLP, leaky_relu
 from scpr_jax.skills import losses
+from scpr_jax.train.accumulate import microbatch_count, microbatch_grad
 
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 4.0
 ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
@@ -88,6 +89,7 @@ class VAEConfig:
     total_steps: int = struct.field(pytree_node=False, default=1000)  # for the KL annealer
     n_cycles: int = struct.field(pytree_node=False, default=4)
     lr: float = struct.field(pytree_node=False, default=3e-4)
+    microbatches: int = struct.field(pytree_node=False, default=0)  # 0: automatic (accumulate)
     kl_weight: float = 1e-3
 
 
@@ -142,16 +144,23 @@ def set_elbo_loss(params: VAEParams, s: dict, key: jax.Array, beta: jax.Array, c
 
 
 def vae_update(state: VAEState, batch: dict, key: jax.Array, config: VAEConfig):
-    """One Adam step on a batch of sets (leading axis B on every array of ``batch``)."""
-    beta = losses.cyclical_cosine(state.step, config.total_steps, config.n_cycles)
+    """One Adam step on a batch of sets (leading axis B on every array of ``batch``).
 
-    def batch_loss(params):
-        keys = jax.random.split(key, batch["y"].shape[0])
+    The gradient is accumulated over ``config.microbatches`` equal slices of the sets
+    (`train.accumulate`); every set keeps the key it would get in one pass.
+    """
+    beta = losses.cyclical_cosine(state.step, config.total_steps, config.n_cycles)
+    n_sets, n_pairs, seg = batch["obs1"].shape[:3]
+    n = microbatch_count(config.microbatches, n_sets, 2 * n_pairs * seg)
+
+    def batch_loss(params, part):
+        sets, keys = part
         per_set = jax.vmap(set_elbo_loss, (None, 0, 0, None, None))
-        loss, metrics = per_set(params, batch, keys, beta * state.kl_weight, config)
+        loss, metrics = per_set(params, sets, keys, beta * state.kl_weight, config)
         return loss.mean(), jax.tree.map(jnp.mean, metrics)
 
-    grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params)
+    keys = jax.random.split(key, n_sets)
+    grads, metrics = microbatch_grad(batch_loss, state.params, (batch, keys), n)
     direction, opt_state = ADAM.update(grads, state.opt_state)
     params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
     new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
