@@ -3,12 +3,17 @@
 A run directory holds one sub-directory per stage (``collect/``, ``label/``, ...). A stage
 writes its artifacts atomically (temp file + ``os.replace``) and finally ``DONE.json`` with
 its summary and config; a stage whose ``DONE.json`` exists is skipped on the next run.
+
+In a multi-process JAX run (`scpr_jax.train.distributed`) every process runs the same stages
+on a shared run directory, but only process 0 writes (`is_writer`); the others skip every
+write here, and `RunDir.mark_done` waits until all processes see the stage finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,17 @@ from typing import Any
 import numpy as np
 
 
+def is_writer() -> bool:
+    """False in every process but 0 of a multi-process JAX run: those write no files."""
+    jax = sys.modules.get("jax")  # JAX not imported: certainly a single process
+    return jax is None or jax.process_index() == 0
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see either the old or the new file."""
+    """Writes ``data`` to ``path`` so that readers see either the old or the new file
+    (in process 0 only, see `is_writer`)."""
+    if not is_writer():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -80,3 +94,8 @@ class RunDir:
     def mark_done(self, name: str, summary: dict) -> None:
         """Records that stage ``name`` finished (after all its artifacts are written)."""
         atomic_write_json(self.stage(name) / "DONE.json", summary)
+        jax = sys.modules.get("jax")
+        if jax is not None and jax.process_count() > 1:  # all see DONE.json once this returns
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"scpr stage done: {name}")

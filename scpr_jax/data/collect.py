@@ -26,6 +26,7 @@ from scpr_jax.agents.sac import SACState, Transition, sac_init, sac_update, samp
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make
 from scpr_jax.envs.registry import REAL
+from scpr_jax.runs import is_writer
 
 PRESETS = ("paper", "small")
 
@@ -346,6 +347,7 @@ def collect(
     ``collect(fold_in(key, seeds[j]))``; returns D_tau with a leading seed axis and a list
     of summaries.
     """
+    from scpr_jax.train.distributed import fetch, host_local
     from scpr_jax.train.sweep import Members, place, set_leaves
 
     validate_config(config)
@@ -377,12 +379,14 @@ def collect(
             chunks[length] = jax.jit(chunk if seeds is None else jax.vmap(chunk), donate_argnums=0)
         state, metrics = chunks[length](state)
         t += length
-        if progress is not None:
+        if progress is not None and is_writer():
+            metrics = fetch(metrics)  # global arrays on several hosts
             progress(t * int(config.n_envs), {k: float(np.mean(v)) for k, v in metrics.items()})
     if seeds is None:
         return stream_major(state.buffer), summarize(
             stream_major(state.buffer), np.asarray(state.params.goals), switch_t
         )
+    state = host_local(state)  # one full copy per process on several hosts
     traj = jax.vmap(stream_major)(state.buffer)
     goals = np.asarray(state.params.goals)
     summaries = [

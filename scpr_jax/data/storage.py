@@ -25,6 +25,7 @@ import numpy as np
 
 from scpr_jax.data.preferences import PreferenceSets
 from scpr_jax.data.types import Trajectories
+from scpr_jax.runs import is_writer
 
 FORMAT_VERSION = 1
 TRAJ_FORMAT = "scpr-jax/trajectories"
@@ -52,7 +53,10 @@ def _sha256(x: np.ndarray) -> str:
 
 
 def _write(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, Any]):
-    """Writes ``arrays`` (name -> array) and root ``attrs`` to ``path`` atomically."""
+    """Writes ``arrays`` (name -> array) and root ``attrs`` to ``path`` atomically (in
+    process 0 only of a multi-host run, see `runs.is_writer`)."""
+    if not is_writer():
+        return
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

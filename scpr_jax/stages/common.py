@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scpr_jax.data import storage
-from scpr_jax.runs import RunDir
+from scpr_jax.runs import RunDir, is_writer
 
 STREAMS = {  # fold_in id of each stage's RNG stream (fixed: changing one changes results)
     "collect": 1,
@@ -51,7 +51,8 @@ def fmt(values) -> str:
 def progress_bar(desc: str, total: int, shown: tuple[str, ...] = ()) -> Iterator[Callable]:
     """A tqdm bar as the ``progress(step, total, metrics)`` callback of `train_loop`
     (``total`` 0: taken from the first callback)."""
-    with tqdm(total=int(total) or None, desc=desc, mininterval=2) as bar:
+    # only process 0 of a multi-host run shows bars (the others' would repeat them)
+    with tqdm(total=int(total) or None, desc=desc, mininterval=2, disable=not is_writer()) as bar:
 
         def update(step: int, step_total: int, metrics: dict) -> None:
             if bar.total != step_total:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from scpr_jax.data import collect as collect_lib
 from scpr_jax.data import preferences, storage, theory, value
 from scpr_jax.envs import make_task
-from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.runs import RunDir, atomic_write_json, is_writer
 from scpr_jax.stages.common import fmt, load_data, skip, stage_key
 
 
@@ -44,7 +44,8 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     env_name = f"{cfg.env}/downstream"  # collect builds it (real:<task>: on the host)
     total = int(cfg.collect.total_steps)
     t0 = time.perf_counter()
-    with tqdm(total=total, desc="[collect] transitions", unit="tr", mininterval=2) as bar:
+    quiet = not is_writer()  # only process 0 of a multi-host run shows the bar
+    with tqdm(total=total, desc="[collect] transitions", unit="tr", disable=quiet) as bar:
 
         def progress(done, metrics):
             bar.update(done - bar.n)

@@ -1,14 +1,17 @@
-"""Metric logging to TensorBoard event files, CSV and JSON lines."""
+"""Metric logging to TensorBoard event files, CSV and JSON lines (process 0 only)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from scpr_jax import runs
 
 
 class MetricLogger:
@@ -17,23 +20,32 @@ class MetricLogger:
     Files: ``<logdir>/<stream>.csv``, ``<logdir>/<stream>.jsonl`` and TensorBoard events in
     ``<logdir>/tb`` (tags ``<stream>/<metric>``). Metrics with a seed axis are logged as
     their mean, and per seed in the JSON lines. ``resume_step`` drops rows logged after the
-    checkpoint a resumed run restarts from, so no row appears twice.
+    checkpoint a resumed run restarts from, so no row appears twice. In a multi-process run
+    only process 0 writes (`runs.is_writer`); the others just return the scalars.
     """
 
     def __init__(self, logdir: str | os.PathLike, stream: str, resume_step: int | None = None):
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
         self.stream = stream
         self.csv_path = self.logdir / f"{stream}.csv"
         self.jsonl_path = self.logdir / f"{stream}.jsonl"
+        self.writes = runs.is_writer()
+        self._fields: list[str] | None = None
+        self._tb = None
+        if not self.writes:
+            return
+        self.logdir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             self._truncate_after(resume_step)
-        self._fields: list[str] | None = None
         if self.csv_path.exists():
             with self.csv_path.open() as f:
                 header = f.readline().strip()
             self._fields = header.split(",") if header else None
-        self._tb = SummaryWriter(str(self.logdir / "tb"))
+        # a unique file name: tensorboardX names files by the second and truncates, so a
+        # second writer opened in the same second (eval next to train, a quick resume) would
+        # erase the first one's events
+        suffix = f".{uuid.uuid4().hex[:8]}.{stream}"
+        self._tb = SummaryWriter(str(self.logdir / "tb"), filename_suffix=suffix)
 
     def _truncate_after(self, step: int) -> None:
         for path in (self.csv_path, self.jsonl_path):
@@ -50,6 +62,8 @@ class MetricLogger:
         """Logs ``metrics`` at ``step``; returns the scalar (seed-mean) values."""
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()}
         scalars = {k: float(v.mean()) for k, v in arrays.items()}
+        if not self.writes:
+            return scalars
         for k, v in scalars.items():
             self._tb.add_scalar(f"{self.stream}/{k}", v, step)
         self._tb.flush()
@@ -66,4 +80,5 @@ class MetricLogger:
         return scalars
 
     def close(self) -> None:
-        self._tb.close()
+        if self._tb is not None:
+            self._tb.close()

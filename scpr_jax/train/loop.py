@@ -10,6 +10,11 @@ Seeds: give `train_loop` a `LoopState` whose leaves carry a leading seed axis an
 ``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed), and the
 seed axis is sharded over all devices (`sweep.place`). A `sweep.Members` in place of a seed
 list also gives each member its own values of dynamic hyperparameters.
+
+Several processes (`distributed.maybe_initialize`): every process runs this same loop on the
+same inputs; metrics, evaluations and the returned state are fetched whole into each one
+(`distributed.host_local`), so all make the same decisions (NaN stop, logging steps), while
+only process 0 writes logs and calls ``progress``; orbax checkpoints are saved by all.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import struct
 
+from scpr_jax import runs
+from scpr_jax.train import distributed
 from scpr_jax.train.logging import MetricLogger
 from scpr_jax.train.sweep import Members, check_memory, place, set_leaves, tree_bytes
 
@@ -122,7 +129,8 @@ def train_loop(
 
     ``chunk`` must perform ``chunk_updates`` updates (see `make_chunk`). Metrics go to
     ``workdir/train.*`` and evaluations (every ``eval_every`` updates and at the end) to
-    ``workdir/eval.*``. Returns the final `LoopState`.
+    ``workdir/eval.*``. Returns the final `LoopState` (with several processes, a full copy
+    in each). ``evaluate`` gets a state it may read with ``np.asarray``.
     """
     if total_updates % chunk_updates:
         raise ValueError(
@@ -135,7 +143,8 @@ def train_loop(
     loop, data = place(loop, n_seeds, data)  # the seed axis sharded over all devices
     if resume is not None:
         loop = manager.restore(resume, args=ocp.args.StandardRestore(loop))
-    start = int(np.max(jax.device_get(loop.step)))
+    start = int(np.max(distributed.fetch(loop.step)))
+    writer = runs.is_writer()
     train_log = MetricLogger(workdir, "train", resume_step=start)
     eval_log = MetricLogger(workdir, "eval", resume_step=start) if evaluate else None
 
@@ -146,7 +155,7 @@ def train_loop(
     try:
         while start < total_updates:
             loop, metrics = step_fn(loop, data)
-            metrics = jax.device_get(metrics)
+            metrics = distributed.fetch(metrics)
             start += chunk_updates
             chunks_done += 1
             _check_finite(stage, start, metrics)
@@ -154,15 +163,16 @@ def train_loop(
             scalars["updates_per_s"] = chunks_done * chunk_updates / (time.perf_counter() - t0)
             last = start >= total_updates
             if evaluate and (last or (eval_every and start % eval_every == 0)):
-                evals = eval_log.log(start, evaluate(loop))
+                evals = distributed.fetch(evaluate(distributed.host_local(loop)))
+                evals = eval_log.log(start, evals)
                 scalars.update({f"eval/{k}": v for k, v in evals.items()})
             if last or chunks_done % checkpoint_every == 0:
                 manager.save(start, args=ocp.args.StandardSave(loop))
-            if progress:
+            if progress and writer:
                 progress(start, total_updates, scalars)
     finally:  # an interrupted stage still completes its last checkpoint
         manager.wait_until_finished()
         train_log.close()
         if eval_log:
             eval_log.close()
-    return loop
+    return distributed.host_local(loop)

@@ -9,7 +9,9 @@ as separate programs by the caller.
 
 `place` lays the member axis out over every device (``jax.devices()``, all hosts) with a
 `NamedSharding`; jit then partitions the vmapped program without any code change between
-one CPU, 8 GPUs or a TPU slice.
+one CPU, 8 GPUs, a TPU slice or several hosts started by `distributed.maybe_initialize`.
+With several processes everything is placed on the global mesh (members that do not divide
+evenly are replicated): jit and orbax need every array global, none on one host only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
+
+from scpr_jax.train.distributed import global_mesh, to_global
 
 AXIS = "members"
 
@@ -101,19 +105,26 @@ def set_leaves(tree: Any, hparams: Mapping[str, Sequence[float]]) -> Any:
 def member_sharding(n_members: int) -> NamedSharding | None:
     """Sharding of a leading member axis over all devices; None if there is one device or
     ``n_members`` does not divide evenly (the run then stays on the default device)."""
-    devices = jax.devices()
-    if len(devices) == 1 or n_members % len(devices):
+    n_devices = jax.device_count()
+    if n_devices == 1 or n_members % n_devices:
         return None
-    return NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
+    return NamedSharding(global_mesh(AXIS), PartitionSpec(AXIS))
 
 
 def place(tree: Any, n_members: int | None, data: Any = None) -> tuple[Any, Any]:
-    """(``tree`` with its member axis sharded over the devices, ``data`` replicated)."""
+    """(``tree`` with its member axis sharded over the devices, ``data`` replicated).
+
+    With several processes ``tree`` and ``data`` must hold the same values in each; a tree
+    without an evenly divisible member axis is then replicated on every device.
+    """
     sharding = member_sharding(n_members) if n_members else None
-    if sharding is None:
+    multi = jax.process_count() > 1
+    if sharding is None and not multi:
         return tree, data
-    replicated = NamedSharding(sharding.mesh, PartitionSpec())
-    return jax.device_put(tree, sharding), jax.device_put(data, replicated)
+    replicated = NamedSharding(global_mesh(AXIS), PartitionSpec())
+    if not multi:
+        return jax.device_put(tree, sharding), jax.device_put(data, replicated)
+    return to_global(tree, sharding or replicated), to_global(data, replicated)
 
 
 def _itemsize(dtype) -> int:
@@ -129,7 +140,7 @@ def tree_bytes(tree: Any) -> int:
 
 def device_memory() -> int:
     """Bytes one device can hold: its allocator limit, or the host's free memory on CPU."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"])
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
