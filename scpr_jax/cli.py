@@ -34,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline_args(p: argparse.ArgumentParser) -> None:
+def _pipeline_args(p: argparse.ArgumentParser, set_help: str = "") -> None:
     p.add_argument("--config", default="", help="config file (get_config), file.py[:arg]")
     p.add_argument("--env", default="ball-run", help="task when no --config is given")
     p.add_argument("--preset", default="small", help="small (CPU) or paper")
@@ -44,7 +44,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config setting, e.g. --set collect.total_steps=80000",
+        help=set_help or "override a config setting, e.g. --set collect.total_steps=80000",
     )
 
 
@@ -89,11 +89,16 @@ def _cmd_stage(*stages: str):
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from scpr_jax.stages.sweep import parse_seeds, run_sweep
+    from scpr_jax.config import load_config
+    from scpr_jax.stages.sweep import parse_axes, parse_seeds, run_sweep, split_sets
 
     seeds = parse_seeds(args.seeds)  # before any work: bad input fails at start-up
+    base = load_config(args.config, args.env, args.preset)
+    args.set, axes = split_sets(args.set, args.stage, base)  # one value: a plain override
+    axes += args.sweep
+    parse_axes(axes, args.stage, base)
     cfg, run = _setup(args)
-    run_sweep(run, cfg, args.stage, seeds, args.sweep)
+    run_sweep(run, cfg, args.stage, seeds, axes)
     return 0
 
 
@@ -148,20 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sweep",
-        help="a grid of seeds x settings for one downstream stage: state-leaf settings "
-        "(beta_reg, lr, tau, ...) vmapped with the seeds and sharded over all devices, "
-        "shape/data settings as separate programs",
+        help="a grid of seeds x settings for one training stage: settings held in the stage's "
+        "state (beta_reg, lr, kl_weight, alpha, ...) vmapped with the seeds and sharded over "
+        "all devices, shape/data settings as separate programs",
     )
-    _pipeline_args(p)
-    p.add_argument("--stage", required=True, help="down-<method> or online-<method>")
+    _pipeline_args(
+        p,
+        set_help="KEY=V1,V2,... is a grid axis (short keys: the stage's section, e.g. "
+        "beta_reg=0.01,0.1,1 or hidden=[(64,64),(256,256)]); KEY=VALUE overrides the config",
+    )
+    p.add_argument(
+        "--stage",
+        required=True,
+        help="collect, vae, iql, cpl, rc, sopl, down-<method> or online-<method>",
+    )
     p.add_argument("--seeds", default="0:4", help="e.g. 0:16, 3 or 0,4,7")
     p.add_argument(
         "--sweep",
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="a grid axis, e.g. beta_reg=0.01,0.1,1 (short keys: the stage's td3bc/td3 "
-        "section) or rc.weight=0.2,0.5 or hidden=[(64,64),(256,256)]",
+        help="a grid axis, as --set KEY=V1,V2 (kept for old commands)",
     )
     p.set_defaults(func=_cmd_sweep)
 
@@ -187,10 +199,13 @@ def _compilation_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scpr`` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    _compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
     try:
+        from scpr_jax.train.distributed import maybe_initialize
+
+        maybe_initialize(os.environ)  # several hosts: SCPR_COORDINATOR, ... (README)
+        _compilation_cache()
         return args.func(args)
     except ValueError as err:  # bad settings: a clear message, no traceback
         print(f"error: {err}", file=sys.stderr)

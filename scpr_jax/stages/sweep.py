@@ -1,11 +1,16 @@
-"""`scpr sweep`: a grid of seeds x settings for one downstream stage, as few programs as possible.
+"""`scpr sweep`: a grid of seeds x settings for one training stage, as few programs as possible.
 
-Settings that are state leaves of the stage's learner (TD3's beta_reg, lr, tau, ...) become
-one vmapped member axis with the seeds (`train.Members`), sharded over all devices; settings
-that change shapes or data (hidden, batch_size, steps, rc.weight, ...) split the grid into
-separate programs, run one after another. Each program is a stage directory
-``sweep-<stage>/<static settings>``; resumable like every stage. The results, per member and
-averaged over seeds, go to ``sweep-<stage>/results.{json,md}``.
+Settings that are state leaves of the stage's learner (TD3's beta_reg, the VAE's kl_weight,
+CPL's alpha, ...) become one vmapped member axis with the seeds (`train.Members`), sharded
+over all devices; settings that change shapes or data (hidden, batch_size, steps, rc.weight,
+...) split the grid into separate programs, run one after another. Each program is a stage
+directory ``sweep-<stage>/<static settings>``; resumable like every stage. The results, per
+member and averaged over seeds, go to ``sweep-<stage>/results.{json,md}``.
+
+Stages: ``collect``, ``vae``, ``iql``, ``cpl``, ``rc``, ``sopl`` (`sweep_skills`) and
+``down-<method>`` / ``online-<method>``. A sweep varies only its own stage's settings (plus,
+downstream, the data settings in `DATA_SETTINGS`); upstream stages run once (or are skipped
+when done).
 """
 
 from __future__ import annotations
@@ -13,19 +18,51 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import ml_collections
 import numpy as np
 
+from scpr_jax.agents.td3_config import METHODS
+from scpr_jax.downstream.online import ONLINE_METHODS
 from scpr_jax.runs import RunDir, atomic_write_json, atomic_write_text
-from scpr_jax.train import grid
+from scpr_jax.train import Members, grid
 
-DYNAMIC = {  # config setting -> state leaf that holds it, per kind of stage
+SKILL_STAGES = ("collect", "vae", "iql", "cpl", "rc", "sopl")  # config section = stage name
+DYNAMIC = {  # config setting -> TD3 state leaf that holds it (tested against the state)
     "down": {k: k for k in ("beta_reg", "lr", "gamma", "tau", "bc_weight", "target_noise",
                             "noise_clip")} | {"bc_alpha": "q_scale"},
     "online": {k: k for k in ("beta_reg", "lr", "gamma", "tau", "target_noise", "noise_clip",
                               "q_scale", "expl_noise")},
 }  # fmt: skip
+DATA_SETTINGS = ("rc.weight", "sopl.weight", "downstream.oracle_cost_weight")
+
+
+def stage_names() -> list[str]:
+    """Every stage `scpr sweep --stage` accepts."""
+    down, online = (f"down-{m}" for m in METHODS), (f"online-{m}" for m in ONLINE_METHODS)
+    return [*SKILL_STAGES, *down, *online]
+
+
+def section_of(stage: str) -> str:
+    """Config section holding ``stage``'s own settings; ValueError listing the valid stages."""
+    if stage not in stage_names():
+        raise ValueError(f"unknown sweep stage {stage!r}; valid: {', '.join(stage_names())}")
+    if stage in SKILL_STAGES:
+        return stage
+    kind, _, method = stage.partition("-")
+    return f"{'td3bc' if kind == 'down' else 'td3'}.{method.replace('-', '_')}"
+
+
+def owner(key: str) -> str | None:
+    """The sweep stage whose settings include the full config key ``key`` (None: upstream)."""
+    top, _, rest = key.partition(".")
+    if top in SKILL_STAGES:
+        return top
+    prefix = {"td3bc": "down", "td3": "online"}.get(top)
+    name = f"{prefix}-{rest.partition('.')[0].replace('_', '-')}"
+    return name if prefix and name in stage_names() else None
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -43,54 +80,103 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def parse_axes(items: list[str], stage: str, cfg: ml_collections.ConfigDict) -> dict:
-    """``key=v1,v2`` strings -> {full config key: [values]}; short keys name the stage's section."""
-    kind, _, method = stage.partition("-")
-    if kind not in DYNAMIC or not method:
-        raise ValueError(f"sweep stage {stage!r} must be down-<method> or online-<method>")
-    section = f"{'td3bc' if kind == 'down' else 'td3'}.{method.replace('-', '_')}"
-    axes = {}
+def _node(cfg: ml_collections.ConfigDict, key: str):
+    for part in key.split("."):
+        if not isinstance(cfg, ml_collections.ConfigDict) or part not in cfg:
+            raise KeyError(key)
+        cfg = cfg[part]
+    return cfg
+
+
+def _resolve(key: str, stage: str, cfg: ml_collections.ConfigDict) -> str:
+    """Full config key: a top-level setting as in every command, else ``<section>.key``."""
+    section = section_of(stage)
+    full = key if "." in key or key in cfg else f"{section}.{key}"
+    try:
+        _node(cfg, full)
+    except KeyError:
+        others = [s for s in stage_names() if s != stage and "." not in key
+                  and key in _node(cfg, section_of(s))]  # fmt: skip
+        hint = f"; {key!r} is a setting of stage(s) {', '.join(others)}" if others else ""
+        raise ValueError(f"--set {key}=...: unknown setting {full!r}{hint}") from None
+    return full
+
+
+def _values(item: str, node) -> list | None:
+    """The values of ``key=raw`` as a grid axis, or None when it is one plain value."""
+    raw = item.partition("=")[2]
+    try:
+        values = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return None  # a bare string (methods=rc,oracle): an override
+    if not isinstance(values, list | tuple):
+        return None
+    if isinstance(node, tuple) and not all(isinstance(v, tuple | list) for v in values):
+        return None  # hidden=(64, 64) is one tuple value, not two
+    return list(values)
+
+
+def split_sets(items: list[str], stage: str, cfg: ml_collections.ConfigDict):
+    """``--set`` strings -> (overrides ["full.key=value"], axes ["full.key=v1,v2"]): several
+    values make a grid axis, one value overrides the config as in every command."""
+    overrides, axes = [], []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"--sweep {item!r} must look like key=v1,v2,...")
-        full = key if "." in key else f"{section}.{key}"
-        node = cfg
-        for part in full.split("."):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise ValueError(f"--sweep {item!r}: unknown setting {full!r}")
-            node = node[part]
-        try:
-            values = ast.literal_eval(raw)
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"--sweep {item!r}: values must be Python literals") from err
-        values = list(values) if isinstance(values, list | tuple) else [values]
-        if isinstance(node, tuple) and not isinstance(values[0], tuple | list):
-            values = [values]  # hidden=(64, 64) is one tuple value, not two
+            raise ValueError(f"--set {item!r} must look like key=value or key=v1,v2,...")
+        full = _resolve(key, stage, cfg)
+        values = _values(item, _node(cfg, full))
+        (axes if values is not None else overrides).append(f"{full}={raw}")
+    return overrides, axes
+
+
+def parse_axes(items: list[str], stage: str, cfg: ml_collections.ConfigDict) -> dict:
+    """``key=v1,v2`` strings -> {full config key: [values]}; short keys name the stage's section.
+    Raises ValueError for a setting the stage cannot sweep, naming the stage it belongs to."""
+    axes = {}
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like key=v1,v2,...")
+        full = _resolve(key, stage, cfg)
+        values = _values(item, _node(cfg, full))
+        if values is None:  # one value: a one-value axis ("x=3" or "hidden=(64, 64)")
+            try:
+                values = [ast.literal_eval(item.partition("=")[2])]
+            except (ValueError, SyntaxError) as err:
+                raise ValueError(f"--set {item!r}: values must be Python literals") from err
         axes[full] = values
+        _check_owner(full, stage)
     return axes
 
 
-DATA_SETTINGS = ("rc.weight", "sopl.weight", "downstream.oracle_cost_weight")
+def _check_owner(full: str, stage: str) -> None:
+    """Raises ValueError if ``stage`` cannot sweep ``full``, naming the stage it belongs to."""
+    section, downstream = section_of(stage), stage not in SKILL_STAGES
+    if full.startswith(f"{section}.") or (downstream and full in DATA_SETTINGS):
+        return
+    theirs = owner(full)
+    where = (
+        f"it belongs to stage {theirs!r} (sweep it with --stage {theirs})"
+        if theirs
+        else "it is an upstream setting; sweep it with separate --workdir runs"
+    )
+    allowed = ", ".join([f"{section}.*", *(DATA_SETTINGS if downstream else ())])
+    raise ValueError(
+        f"cannot sweep [{full!r}] in a {stage!r} sweep: {where}; a {stage!r} sweep varies "
+        f"only {allowed}"
+    )
 
 
-def _split(axes: dict, stage: str) -> tuple[dict, dict]:
+def _split(axes: dict, section: str, dynamic_map: dict) -> tuple[dict, dict]:
     """(dynamic {state leaf: values}, static {config key: values}) of a stage's sweep axes."""
-    kind, _, method = stage.partition("-")
-    section = f"{'td3bc' if kind == 'down' else 'td3'}.{method.replace('-', '_')}."
-    upstream = [k for k in axes if not k.startswith(section) and k not in DATA_SETTINGS]
-    if upstream:
-        raise ValueError(
-            f"cannot sweep {upstream} in a {stage!r} sweep: only {section}* and "
-            f"{', '.join(DATA_SETTINGS)}; sweep upstream settings with separate --workdir runs"
-        )
-    dynamic = {
-        DYNAMIC[kind][k.removeprefix(section)]: v
-        for k, v in axes.items()
-        if k.startswith(section) and k.removeprefix(section) in DYNAMIC[kind]
-    }
-    static = {k: v for k, v in axes.items() if not k.startswith(section)
-              or k.removeprefix(section) not in DYNAMIC[kind]}  # fmt: skip
+    dynamic, static = {}, {}
+    for key, values in axes.items():
+        short = key.removeprefix(f"{section}.")
+        if key.startswith(f"{section}.") and short in dynamic_map:
+            dynamic[dynamic_map[short]] = values
+        else:
+            static[key] = values
     return dynamic, static
 
 
@@ -106,37 +192,62 @@ def _with(cfg: ml_collections.ConfigDict, settings: dict) -> ml_collections.Conf
     return cfg.lock()
 
 
-def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, items) -> dict:
-    """Runs the grid of ``seeds`` x ``items`` (``key=v1,v2`` strings) for ``stage``."""
-    from scpr_jax.config import validate
+@dataclass(frozen=True)
+class Plan:
+    """How one stage sweeps: its dynamic settings, upstream work, one program, its metrics."""
+
+    dynamic: dict  # config setting (short) -> state leaf it initialises
+    upstream: Callable[[ml_collections.ConfigDict], None]  # runs (or skips) what it needs
+    train: Callable[[ml_collections.ConfigDict, Members, str], dict]  # -> summary, lists [M]
+    metrics: tuple[str, ...]  # summary entries reported per member
+
+
+def _downstream_plan(run: RunDir, stage: str) -> Plan:
     from scpr_jax.stages import NEEDS, ORDER, run_stage
     from scpr_jax.stages.downstream import run_method
     from scpr_jax.stages.online import run_online_method
 
-    dynamic, static = _split(parse_axes(items, stage, cfg), stage)
     kind, _, method = stage.partition("-")
     runner = run_method if kind == "down" else run_online_method
+
+    def upstream(cfg_c):
+        for name in ORDER:
+            if name == "collect" or name in NEEDS[method]:
+                run_stage(name, run, cfg_c)
+
+    def train(cfg_c, members, name):
+        return runner(run, cfg_c, method, seeds=members, stage=name)["summary"]
+
+    return Plan(DYNAMIC[kind], upstream, train, ("return", "cost"))
+
+
+def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, items) -> dict:
+    """Runs the grid of ``seeds`` x ``items`` (``key=v1,v2`` strings) for ``stage``."""
+    from scpr_jax.config import validate
+    from scpr_jax.stages.sweep_skills import skill_plan
+
+    axes = parse_axes(items, stage, cfg)
+    section = section_of(stage)
+    plan = skill_plan(run, cfg, stage) if stage in SKILL_STAGES else _downstream_plan(run, stage)
+    dynamic, static = _split(axes, section, plan.dynamic)
     rows = []
     for combo in itertools.product(*static.values()):
         settings = dict(zip(static, combo, strict=True))
         cfg_c = _with(cfg, settings)
         validate(cfg_c)
-        for name in ORDER:
-            if name == "collect" or name in NEEDS[method]:
-                run_stage(name, run, cfg_c)  # the upstream stages (skipped when done)
+        plan.upstream(cfg_c)
         label = ",".join(f"{k}={v}" for k, v in settings.items()).replace(" ", "") or "base"
         members = grid(seeds, dynamic)
-        done = runner(run, cfg_c, method, seeds=members, stage=f"sweep-{stage}/{label}")
-        summary = done["summary"]
+        summary = plan.train(cfg_c, members, f"sweep-{stage}/{label}")
         for j in range(len(members)):
-            rows.append({**settings, **members.describe(j), "return": summary["return"][j],
-                         "cost": summary["cost"][j]})  # fmt: skip
-    return write_results(run.stage(f"sweep-{stage}"), rows)
+            metrics = {m: summary[m][j] for m in plan.metrics}
+            rows.append({**settings, **members.describe(j), **metrics})
+    return write_results(run.stage(f"sweep-{stage}"), rows, plan.metrics)
 
 
-def write_results(out, rows: list[dict]) -> dict:
+def write_results(out, rows: list[dict], metrics: tuple[str, ...] = ("return", "cost")) -> dict:
     """Per-member rows and means +- SE over seeds per setting, as JSON and Markdown."""
-    keys = [k for k in rows[0] if k not in ("seed", "return", "cost")]
+    keys = [k for k in rows[0] if k not in ("seed", *metrics)]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(str(r[k]) for k in keys), []).append(r)
@@ -146,17 +257,18 @@ def write_results(out, rows: list[dict]) -> dict:
         se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
         return float(v.mean()), float(se)
 
-    table = []
-    for group, members in groups.items():
-        ret, cost = mean_se([m["return"] for m in members]), mean_se([m["cost"] for m in members])
-        table.append({**dict(zip(keys, group, strict=True)), "seeds": len(members),
-                      "return": ret, "cost": cost})  # fmt: skip
-    lines = ["| " + " | ".join([*keys, "seeds", "Return", "Cost"]) + " |"]
-    lines.append("|" + "---|" * (len(keys) + 3))
+    table = [
+        {**dict(zip(keys, group, strict=True)), "seeds": len(members),
+         **{m: mean_se([r[m] for r in members]) for m in metrics}}
+        for group, members in groups.items()
+    ]  # fmt: skip
+    lines = ["| " + " | ".join([*keys, "seeds", *(m.capitalize() for m in metrics)]) + " |"]
+    lines.append("|" + "---|" * (len(keys) + 1 + len(metrics)))
     for t in table:
         cells = [t[k] for k in keys] + [str(t["seeds"])]
-        cells += [f"{t['return'][0]:.1f} ± {t['return'][1]:.1f}",
-                  f"{t['cost'][0]:.1f} ± {t['cost'][1]:.1f}"]  # fmt: skip
+        for m in metrics:
+            spec = ".1f" if m in ("return", "cost") else ".4g"  # returns: 0.1 is plenty
+            cells.append(f"{t[m][0]:{spec}} ± {t[m][1]:{spec}}")
         lines.append("| " + " | ".join(cells) + " |")
     markdown = "\n".join(lines) + "\n"
     atomic_write_json(out / "results.json", {"members": rows, "table": table})
