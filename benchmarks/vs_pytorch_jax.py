@@ -114,10 +114,16 @@ def _skill(key, sz: dict) -> highlevel.Skill:
     return highlevel.vpl_skill(policy, prior, sz["skill_obs"])
 
 
-def workload(component: str, job: dict, d: dict):
-    """(init(key) -> state, update(state, batch, key), sample(key, data), data on device)."""
+def workload(component: str, job: dict, d: dict, microbatches: int | None = None):
+    """(init(key) -> state, update(state, batch, key), sample(key, data), data on device).
+
+    ``microbatches``: overrides the VAE's and CPL's gradient accumulation setting.
+    """
     sz, settings, task = job["sizes"], job["settings"], job["task"]
     cfg = _configs(component, settings, task)[0]
+    if microbatches is not None and "microbatches" in cfg:
+        cfg = cfg.unlock()
+        cfg.microbatches = microbatches
     batch_size = int(cfg.batch_size)
     if component == "vae":
         config = model_config(cfg)
@@ -170,16 +176,21 @@ def workload(component: str, job: dict, d: dict):
     return init, lambda s, bs, k: td3_update(s, bs[0], k, bs[1]), sample, data
 
 
-def _flops(compiled, n_seeds: int) -> float:
-    """FLOPs of one seed's update from XLA's cost analysis of the compiled chunk.
+def flops_per_update(job: dict, d: dict) -> float:
+    """FLOPs of one seed's update from XLA's cost analysis of a one-seed chunk.
 
-    The analysis counts a while loop's body once, so the chunk's count is one update of every
-    seed plus one minibatch draw (gathers: no FLOPs). Checked for one seed: equal for scan
-    lengths 1, 2 and 10, and to the count of a lone jitted update.
+    The analysis counts a while loop's body once, so the chunk's count is one update plus
+    one minibatch draw (gathers: no FLOPs); checked equal for scan lengths 1, 2 and 10, and
+    to the count of a lone jitted update. For the same reason the program analysed takes
+    the whole batch in one pass (microbatches=1): a gradient-accumulation loop would be
+    counted once, not once per microbatch. The math is the same either way.
     """
+    init, update, sample, data = workload(job["component"], job, d, microbatches=1)
+    loop = init_loop(jax.random.key(job["seed"]), init, job["seed"])
+    compiled = jax.jit(make_chunk(update, sample, 1)).lower(loop, data).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost["flops"]) / n_seeds
+    return float(cost["flops"])
 
 
 def run(job: dict, d: dict) -> dict:
@@ -217,7 +228,7 @@ def run(job: dict, d: dict) -> dict:
     out["updates_per_s"] = len(times) * k_chunk / elapsed
     out["median_call_s"] = float(np.median(np.diff([start, *times])))
     out["finite"] = bool(all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(metrics)))
-    out["flops_per_update"] = _flops(compiled, n_seeds)
+    out["flops_per_update"] = flops_per_update(job, d)
     return out
 
 
