@@ -285,6 +285,16 @@ def run_probe(name: str, tol: float = 1e-5, seed: int = 0, **task_kwargs) -> Pro
     )
 
 
+@pytest.fixture
+def quick_xla():
+    """Skips most XLA optimisation passes for one test (restored afterwards): for tests
+    that compile much and run little."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 @pytest.fixture(scope="module")
 def fast_compile():
     """Skips most XLA optimisation passes in the using module (restored afterwards).

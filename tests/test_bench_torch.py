@@ -30,13 +30,8 @@ HIDDEN = (8, 8)
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_xla():
-    """Skips most XLA optimisation passes: tiny programs, each run a few times."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# compiling dominates these tests (tiny programs, few steps): skip most XLA passes
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def rng_arrays(seed: int, **shapes) -> dict:

@@ -34,15 +34,6 @@ def cpl_params(key, hidden=(16, 16)):
     return jax.jit(lambda k: cpl.cpl_init(k, OBS, Z, ACT, cfg.lock()).params)(key)
 
 
-@pytest.fixture
-def quick_xla():
-    """Skips most XLA optimisation passes for tests that compile much and run little."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 def close(a, b):
     """Equality up to float reassociation (vmapped vs unbatched matmuls)."""
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -25,16 +25,6 @@ def small_config(**overrides):
     return cfg.lock()
 
 
-@pytest.fixture
-def quick_xla():
-    """Skips most XLA optimisation passes for one test: these tests compile several update
-    chunks (seconds each on a CPU) and then run only a few updates with them."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 def close(a, b):
     """Equality up to float reassociation (vmapped vs unbatched matmuls)."""
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

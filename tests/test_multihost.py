@@ -120,15 +120,6 @@ def _wait(procs: list[subprocess.Popen]) -> None:
         assert p.returncode == 0, p.log.read_text()[-4000:]
 
 
-@pytest.fixture
-def quick_xla():
-    """Skips most XLA optimisation passes (as the subprocesses do): tiny programs."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 @pytest.mark.usefixtures("quick_xla")
 def test_two_processes_equal_one_process_and_only_process_0_writes(tmp_path):
     multi, single = tmp_path / "multi", tmp_path / "single"

@@ -20,13 +20,8 @@ IDENTITY = hl.identity_skill(TASK.obs_size, TASK.action_size)
 EPISODE = TASK.max_steps  # 250: Ball-Run never terminates early
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_xla():
-    """Skips most XLA optimisation passes: compile time dominates these short runs."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# compiling dominates these tests (tiny programs, few steps): skip most XLA passes
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def tiny_config(method="task-only", **overrides):

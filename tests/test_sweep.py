@@ -73,15 +73,6 @@ def close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture
-def quick_xla():
-    """Skips most XLA optimisation passes: these tests compile much and run little."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 @pytest.mark.usefixtures("quick_xla")
 def test_beta_reg_sweep_gives_each_member_its_value(tmp_path):
     """4 members (2 beta_reg x 2 seeds) in one program; members 1 and 2 (the other seed,

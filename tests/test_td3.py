@@ -9,15 +9,8 @@ from scpr_jax.agents import td3
 from scpr_jax.downstream import highlevel as hl
 from scpr_jax.skills import cpl
 
-
-@pytest.fixture(autouse=True, scope="module")
-def quick_xla():
-    """Skips most XLA optimisation passes: these tests compile many tiny programs and run
-    each a few times, so compile time dominates."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# compiling dominates these tests (tiny programs, few steps): skip most XLA passes
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def small_config(method="safe-cpl", **overrides):

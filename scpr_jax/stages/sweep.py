@@ -116,16 +116,21 @@ def _values(item: str, node) -> list | None:
     return list(values)
 
 
+def _parse(item: str, stage: str, cfg: ml_collections.ConfigDict):
+    """``key=raw`` -> (full config key, raw, grid values or None for one plain value)."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise ValueError(f"--set {item!r} must look like key=value or key=v1,v2,...")
+    full = _resolve(key, stage, cfg)
+    return full, raw, _values(item, _node(cfg, full))
+
+
 def split_sets(items: list[str], stage: str, cfg: ml_collections.ConfigDict):
     """``--set`` strings -> (overrides ["full.key=value"], axes ["full.key=v1,v2"]): several
     values make a grid axis, one value overrides the config as in every command."""
     overrides, axes = [], []
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must look like key=value or key=v1,v2,...")
-        full = _resolve(key, stage, cfg)
-        values = _values(item, _node(cfg, full))
+        full, raw, values = _parse(item, stage, cfg)
         (axes if values is not None else overrides).append(f"{full}={raw}")
     return overrides, axes
 
@@ -135,14 +140,10 @@ def parse_axes(items: list[str], stage: str, cfg: ml_collections.ConfigDict) -> 
     Raises ValueError for a setting the stage cannot sweep, naming the stage it belongs to."""
     axes = {}
     for item in items:
-        key, sep, _ = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must look like key=v1,v2,...")
-        full = _resolve(key, stage, cfg)
-        values = _values(item, _node(cfg, full))
+        full, raw, values = _parse(item, stage, cfg)
         if values is None:  # one value: a one-value axis ("x=3" or "hidden=(64, 64)")
             try:
-                values = [ast.literal_eval(item.partition("=")[2])]
+                values = [ast.literal_eval(raw)]
             except (ValueError, SyntaxError) as err:
                 raise ValueError(f"--set {item!r}: values must be Python literals") from err
         axes[full] = values
