@@ -28,7 +28,8 @@ window. JAX with one seed and PyTorch run alternately in fresh processes for sev
 and the tables give each side's median (every round is listed), so a slow spell of the
 machine hits both sides alike. The VAE and CPL updates accumulate their gradient over
 microbatches of at most 4,096 rows on CPU (`train.accumulate`, the presets' automatic
-`microbatches = 0`): the same gradient, with each slice's activations kept in cache.
+`microbatches = 0`), two independent slices per scan step so both cores stay busy: the same
+gradient, summed in the same order, with each slice's activations kept in cache.
 """
 
 

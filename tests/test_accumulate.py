@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from scpr_jax.skills import cpl, vae
-from scpr_jax.train.accumulate import CPU_ROWS, microbatch_count, microbatch_grad
+from scpr_jax.train import accumulate
+from scpr_jax.train.accumulate import (
+    CPU_CONCURRENT,
+    CPU_ROWS,
+    concurrent_count,
+    microbatch_count,
+    microbatch_grad,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -20,12 +27,12 @@ def squared_error(w, batch):
     return jnp.mean(jnp.square(w * x - y)), {"mean_x": jnp.mean(x)}
 
 
-@pytest.mark.parametrize("n", [1, 2, 4])
-def test_gradient_by_hand(n):
+@pytest.mark.parametrize("n, concurrent", [(1, 0), (2, 1), (2, 2), (4, 0), (4, 1), (4, 2)])
+def test_gradient_by_hand(n, concurrent):
     # d/dw mean (w x - y)^2 = mean 2 (w x - y) x; w = 1, y = 0: mean 2 x^2 = 2 * 30 / 4 = 15
     batch = (jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.zeros(4))
-    grad, metrics = jax.jit(microbatch_grad, static_argnums=(0, 3))(
-        squared_error, jnp.float32(1.0), batch, n
+    grad, metrics = jax.jit(microbatch_grad, static_argnums=(0, 3, 4))(
+        squared_error, jnp.float32(1.0), batch, n, concurrent
     )
     np.testing.assert_allclose(grad, 15.0, rtol=1e-6)
     np.testing.assert_allclose(metrics["mean_x"], 2.5, rtol=1e-6)
@@ -49,6 +56,17 @@ def test_count():
         microbatch_count(3, 16, 1024)
     with pytest.raises(ValueError, match="microbatches=-1 must be >= 0"):
         microbatch_count(-1, 16, 1024)
+
+
+def test_concurrent_count():
+    assert concurrent_count(2, 4) == 2  # explicit
+    expected = CPU_CONCURRENT if jax.default_backend() == "cpu" else 1
+    assert concurrent_count(0, 4 * CPU_CONCURRENT) == expected
+    assert concurrent_count(0, 4 * CPU_CONCURRENT + 1) == 1  # does not divide: one per step
+    with pytest.raises(ValueError, match="concurrent=3 must be 0 .* divide microbatches=4"):
+        concurrent_count(3, 4)
+    with pytest.raises(ValueError, match="concurrent=-1 must be 0"):
+        concurrent_count(-1, 4)
 
 
 OBS, ACT, P, L, B = 3, 2, 4, 5, 8
@@ -83,7 +101,8 @@ def vae_update(n):
     state = vae.vae_init(jax.random.key(1), jax.tree.map(lambda x: x[0], batch), config)
     # a large lr: the step is visible, so a wrong gradient would show
     state = state.replace(lr=jnp.float32(0.1))
-    return jax.jit(vae.vae_update, static_argnums=3)(state, batch, jax.random.key(2), config)
+    # a fresh function each call: traced anew, so it reads CPU_CONCURRENT now
+    return jax.jit(lambda s, b, k: vae.vae_update(s, b, k, config))(state, batch, jax.random.key(2))
 
 
 def test_vae_microbatches_equal_one_pass():
@@ -91,6 +110,16 @@ def test_vae_microbatches_equal_one_pass():
     assert_close(m1, m4)
     assert_close(s1.opt_state, s4.opt_state)  # Adam's moments hold the gradient itself
     assert_close(s1.params, s4.params)
+
+
+def test_concurrent_slices_do_not_change_the_update(monkeypatch):
+    # the same slices summed in the same order, only scheduled two per scan step
+    monkeypatch.setattr(accumulate, "CPU_CONCURRENT", 1)
+    one = vae_update(4)
+    monkeypatch.setattr(accumulate, "CPU_CONCURRENT", 2)
+    two = vae_update(4)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def cpl_state(key):
