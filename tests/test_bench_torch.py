@@ -217,3 +217,22 @@ def test_sac_updates_match_jax():
             as_torch(batch), *(torch.from_numpy(np.asarray(e)) for e in (eps_next, eps))
         )
         assert_metrics(want, got, ("critic_loss", "actor_loss", "alpha_loss"))
+
+
+def test_matmul_shapes_products_and_report(tmp_path):
+    import json
+
+    import matmul_shapes
+
+    x, w, g = np.arange(6.0).reshape(3, 2), np.arange(4.0).reshape(2, 2), np.ones((3, 2))
+    expected = {"forward x W": x @ w, "input grad g W^T": g @ w.T, "weight grad x^T g": x.T @ g}
+    for product, want in expected.items():
+        (a, b), f = matmul_shapes._operands(product, x, w, g)
+        np.testing.assert_allclose(f(a, b), want)
+    matmul_shapes.main(["--rows", "8", "--reps", "2", "--repeats", "1", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "matmul_shapes.json").read_text())
+    assert len(report["results"]) == len(matmul_shapes.SHAPES) * len(matmul_shapes.PRODUCTS)
+    assert all(r["jax_gflops"] > 0 and r["torch_gflops"] > 0 for r in report["results"])
+    assert "| 128x128 | weight grad x^T g |" in (tmp_path / "matmul_shapes.md").read_text()
+    with pytest.raises(SystemExit):
+        matmul_shapes.parse_args(["--rows", "0"])
