@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
 
 import jax
 import numpy as np
-from machine import describe, load_average, report_header
+from machine import load_average, new_report, report_header
 
 from scpr_jax.bridge import make
 from scpr_jax.bridge.sims import SIMS
@@ -182,11 +181,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    report = {
-        "benchmark": "bridge_throughput",
-        "machine": describe(),
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "load_average": {"before": load_average(), "after": None},
+    report = new_report("bridge_throughput") | {
         "native": native_figures(args.native),
         "results": [],
     }

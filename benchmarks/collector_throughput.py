@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
 
 import jax
-from machine import describe, load_average, report_header
+from machine import load_average, new_report, report_header
 
 from scpr_jax.data.collect import collect_config, collector_init, make_chunk
 from scpr_jax.envs import make
@@ -141,11 +140,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    report = {
-        "benchmark": "collector_throughput",
-        "machine": describe(),
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "load_average": {"before": load_average(), "after": None},
+    report = new_report("collector_throughput") | {
         "results": [],
     }
     start = time.perf_counter()

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-from machine import describe, load_average, report_header
+from machine import load_average, new_report, report_header
 
 from scpr_jax.envs import TASKS, make
 from scpr_jax.runs import atomic_write_json, atomic_write_text
@@ -170,15 +169,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    command = shlex.join([os.path.basename(sys.executable), *sys.argv])
-    load_before = load_average()
-    report = {
-        "benchmark": "env_throughput",
-        "machine": describe(),
-        "command": command,
-        "load_average": {"before": load_before, "after": None},
-        "results": [],
-    }
+    report = new_report("env_throughput") | {"results": []}
     start = time.perf_counter()
     for task in args.envs:
         t0 = time.perf_counter()

@@ -6,6 +6,8 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import shlex
+import sys
 
 
 def _cpu_model() -> str:
@@ -59,6 +61,18 @@ def describe() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def new_report(benchmark: str, command: str | None = None) -> dict:
+    """A results dict's common fields: benchmark, machine, command line (default: this
+    process's), and the load average before (``after`` is filled in at the end)."""
+    command = command or shlex.join([os.path.basename(sys.executable), *sys.argv])
+    return {
+        "benchmark": benchmark,
+        "machine": describe(),
+        "command": command,
+        "load_average": {"before": load_average(), "after": None},
     }
 
 

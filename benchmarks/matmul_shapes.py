@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-from machine import describe, load_average, report_header
+from machine import load_average, new_report, report_header
 
 from scpr_jax.runs import atomic_write_json, atomic_write_text
 
@@ -125,11 +124,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    report = {
-        "benchmark": "matmul_shapes",
-        "machine": describe(),
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "load_average": {"before": load_average(), "after": None},
+    report = new_report("matmul_shapes") | {
         "rows": args.rows,
         "reps": args.reps,
         "repeats": args.repeats,

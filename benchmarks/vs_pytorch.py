@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from machine import describe, load_average
+from machine import load_average, new_report
 from vs_pytorch_jax import component_sizes
 from vs_pytorch_report import to_markdown
 
@@ -197,12 +197,10 @@ def main(argv: list[str]) -> None:
         elapsed = time.perf_counter() - start
         print(f"{component:6s} {what:14s} {detail} [{elapsed:5.0f} s elapsed]", flush=True)
 
-    report = {
+    command = shlex.join(["python", "benchmarks/vs_pytorch.py", *argv])
+    report = new_report("vs_pytorch", command) | {
         "settings": args.settings,
         "task": args.task,
-        "machine": describe(),
-        "command": shlex.join(["python", "benchmarks/vs_pytorch.py", *argv]),
-        "load_average": {"before": load_average(), "after": None},
         "protocol": {
             "window_s": args.window,
             "torch_warmup_s": args.warmup,
