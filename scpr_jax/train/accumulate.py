@@ -10,9 +10,9 @@ summation order. On accelerators the default is one microbatch (the whole batch)
 Each scan step takes ``concurrent`` slices whose gradients are independent computations,
 summed afterwards in slice order. XLA's CPU runtime runs independent operations at once, so
 two slices keep both cores of a small CPU busy where one slice's many small operations
-(64-wide layers, attention) cannot: about +20% for the small-preset VAE update on 2 cores
-(`benchmarks/results/vs_pytorch.md`). The sum is taken in the same order as one slice per
-step, so the result does not depend on ``concurrent``.
+(64-wide layers, attention) cannot: +18-21% for the small-preset VAE update on 2 cores in
+same-process A/B runs, no measurable change for CPL's 128-wide layers. The sum is taken in
+the same order as one slice per step, so the result does not depend on ``concurrent``.
 """
 
 from __future__ import annotations
