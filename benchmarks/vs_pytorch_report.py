@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from machine import markdown
 
 WHAT = {
@@ -60,12 +62,20 @@ def _num(x, fmt: str = "{:,.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _cells(result: dict, seeds: list[str], key: str, fmt: str, scale: float = 1.0) -> list[str]:
+def rate(x: float) -> str:
+    """An updates/s figure: one decimal from 100 up, else three significant digits."""
+    if x >= 100 or x <= 0:
+        return f"{x:,.1f}"
+    return f"{x:.{max(1, 2 - math.floor(math.log10(x)))}f}"
+
+
+def _cells(result: dict, seeds: list[str], key: str, fmt, scale: float = 1.0) -> list[str]:
     cells = []
     for r in [*(result["jax"].get(n, {}) for n in seeds), result["torch"]]:
         value = r.get(key)
+        show = fmt if callable(fmt) else fmt.format
         cells.append("skip" if "skipped" in r else "fail" if "error" in r else
-                     _num(None if value is None else value * scale, fmt))  # fmt: skip
+                     "-" if value is None else show(value * scale))  # fmt: skip
     return cells
 
 
@@ -121,7 +131,7 @@ def section(run: dict) -> list[str]:
         "|---|" + "---:|" * (2 * len(seeds) + 1 + len(many)),
     ]
     for r in results:
-        ups = _cells(r, seeds, "updates_per_s", "{:,.1f}")
+        ups = _cells(r, seeds, "updates_per_s", rate)
         ratio = [_num(r["jax"].get(n, {}).get("ratio_vs_torch"), "{:.2f}x") for n in seeds]
         total = [_num(r["jax"].get(n, {}).get("total_ratio_vs_torch"), "{:.2f}x") for n in many]
         lines.append(f"| {r['component']} | " + " | ".join(ups + ratio + total) + " |")
@@ -158,7 +168,7 @@ def section(run: dict) -> list[str]:
         jax_rounds = r["jax"].get("1", {}).get("updates_per_s_rounds")
         torch_rounds = r["torch"].get("updates_per_s_rounds")
         if jax_rounds or torch_rounds:
-            cells = [", ".join(f"{x:,.1f}" for x in v or []) for v in (jax_rounds, torch_rounds)]
+            cells = [", ".join(rate(x) for x in v or []) for v in (jax_rounds, torch_rounds)]
             lines.append(f"- {r['component']}: JAX 1 seed {cells[0]}; PyTorch {cells[1]}")
     return [*lines, "", *notes, ""] if notes else [*lines, ""]
 

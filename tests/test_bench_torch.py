@@ -236,3 +236,10 @@ def test_matmul_shapes_products_and_report(tmp_path):
     assert "| 128x128 | weight grad x^T g |" in (tmp_path / "matmul_shapes.md").read_text()
     with pytest.raises(SystemExit):
         matmul_shapes.parse_args(["--rows", "0"])
+
+
+def test_report_rates_keep_three_significant_digits():
+    from vs_pytorch_report import rate
+
+    got = [rate(x) for x in (0.0753, 0.35, 2.205, 25.04, 155.33, 1202.2)]
+    assert got == ["0.0753", "0.350", "2.21", "25.0", "155.3", "1,202.2"]
