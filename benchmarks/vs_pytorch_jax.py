@@ -160,7 +160,7 @@ def workload(component: str, job: dict, d: dict, microbatches: int | None = None
         return init, sac.sac_update, _rows(batch_size, sac.Transition), rows
     skill = _skill(jax.random.key(job["seed"] + 1), sz)
     if component == "td3bc":
-        data = offline.OfflineData(**rows, skill=skill)
+        data = offline.OfflineData(**rows, reward_term=jnp.zeros_like(rows["reward"]), skill=skill)
         sample = offline.offline_sampler(batch_size)
     else:
         replay = online.Replay(**rows, cost=jnp.zeros_like(rows["reward"]))

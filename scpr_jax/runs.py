@@ -91,6 +91,11 @@ class RunDir:
             return None
         return json.loads(marker.read_text())
 
+    def done_under(self, name: str) -> list[str]:
+        """Names ``name/<sub>`` of the finished stages in ``name``'s sub-directories (a sweep's
+        programs), sorted."""
+        return [f"{name}/{m.parent.name}" for m in sorted((self.root / name).glob("*/DONE.json"))]
+
     def mark_done(self, name: str, summary: dict) -> None:
         """Records that stage ``name`` finished (after all its artifacts are written)."""
         atomic_write_json(self.stage(name) / "DONE.json", summary)

@@ -30,6 +30,8 @@ from scpr_jax.data.collect import (
 )
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make
+from scpr_jax.train import set_leaves
+from scpr_jax.train.sweep import sweepable
 
 
 def tiny_config(**overrides):
@@ -140,6 +142,25 @@ def test_sac_update_traces_once():
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
+def test_lr_is_a_vmap_axis_equal_to_separate_runs():
+    """Two members with lr set by `set_leaves` equal two runs initialised with those lrs."""
+    lrs, batch = (3e-4, 3e-3), tiny_batch()
+    states = jax.tree.map(
+        lambda x: jnp.stack([x, x]), sac_init(jax.random.key(0), 3, 2, tiny_config())
+    )
+    assert "lr" in sweepable(states, 2)
+    states = set_leaves(states, {"lr": lrs})
+    alone = [sac_init(jax.random.key(0), 3, 2, tiny_config(lr=lr)) for lr in lrs]
+    vmapped, update = jax.jit(jax.vmap(sac_update, (0, None, None))), jax.jit(sac_update)
+    for i in range(3):
+        states, _ = vmapped(states, batch, jax.random.key(i))
+        alone = [update(s, batch, jax.random.key(i))[0] for s in alone]
+    for j, one in enumerate(alone):
+        for a, b in zip(jax.tree.leaves(states), jax.tree.leaves(one), strict=True):
+            np.testing.assert_allclose(a[j], b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(states.log_alpha[0], states.log_alpha[1])  # the lr matters
+
+
 # collector: config, layout, purity
 
 
@@ -211,6 +232,17 @@ def test_four_vmapped_seeds_equal_four_separate_runs():
         assert summary.keys() == summaries[j].keys()
         for k, v in summary.items():  # NaN for goals never drawn
             np.testing.assert_allclose(np.asarray(v, float), summaries[j][k], rtol=1e-5)
+
+
+def test_members_that_do_not_fit_fail_before_anything_is_allocated(monkeypatch):
+    from scpr_jax.train import sweep
+
+    monkeypatch.setattr(sweep, "device_memory", lambda: 2**20)  # a 1 MiB device
+    env, key = make("ball-run/downstream"), jax.random.key(0)
+    live = len(jax.live_arrays())
+    with pytest.raises(ValueError, match=r"needs ~[\d.]+ GiB per device \(1000 members x "):
+        collect(key, env, tiny_config(), seeds=range(1000))  # ~17 kB each
+    assert len(jax.live_arrays()) == live  # no state, no buffer
 
 
 # (c) probe: SAC beats random on r_new before the switch and becomes safer after it

@@ -6,13 +6,15 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from scpr_jax.agents import iql
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make_task
 from scpr_jax.skills import losses, vae, vpl
-from scpr_jax.train import LoopState, make_chunk, train_loop
+from scpr_jax.train import LoopState, make_chunk, set_leaves, train_loop
+from scpr_jax.train.sweep import sweepable
 
 LOG_2PI_HALF = 0.5 * np.log(2 * np.pi)
 
@@ -160,6 +162,66 @@ def test_hyperparameters_are_a_vmap_axis():
     assert metrics["v_loss"].shape == (2,)
     assert not np.allclose(metrics["v_loss"][0], metrics["v_loss"][1])
     np.testing.assert_allclose(new.gamma, [0.99, 0.99])
+
+
+@pytest.mark.usefixtures("quick_xla")
+def test_lr_is_a_vmap_axis_equal_to_separate_runs():
+    """Two members with lr set by `set_leaves` equal two runs initialised with those lrs."""
+    data, lrs = bandit(jax.random.PRNGKey(0), 256), (1e-3, 3e-3)
+    cfg = small_config(steps=4, chunk=4)  # the policy's cosine decay ends within the run
+    states = jax.tree.map(
+        lambda x: jnp.stack([x, x]), iql.iql_init(jax.random.PRNGKey(1), 2, 1, cfg)
+    )
+    assert "lr" in sweepable(states, 2)
+    states = set_leaves(states, {"lr": lrs})
+    alone = [
+        iql.iql_init(jax.random.PRNGKey(1), 2, 1, small_config(steps=4, chunk=4, lr=lr))
+        for lr in lrs
+    ]
+    vmapped, update = jax.jit(jax.vmap(iql.iql_update, (0, None, None))), jax.jit(iql.iql_update)
+    for k in range(5):
+        batch = row_sampler(64)(jax.random.PRNGKey(k), data)
+        states, _ = vmapped(states, batch, jax.random.PRNGKey(k))
+        alone = [update(s, batch, jax.random.PRNGKey(k))[0] for s in alone]
+    for i, one in enumerate(alone):
+        jax.tree.map(close, jax.tree.map(lambda x, i=i: x[i], states), one)
+    kernel = states.policy.mean["params"]["Dense_0"]["kernel"]
+    assert not np.allclose(kernel[0], kernel[1])  # the lr matters
+
+
+def test_cosine_factor_is_optax_cosine_decay():
+    t = jnp.arange(7)
+    c = np.cos(np.pi / 4)  # T = 4: 0.5 (1 + cos(pi t / 4)), then 0 from t = T on
+    np.testing.assert_allclose(
+        iql.cosine_factor(t, 4), [1, (1 + c) / 2, 0.5, (1 - c) / 2, 0, 0, 0], atol=1e-7
+    )
+    np.testing.assert_array_equal(iql.cosine_factor(t, 4), optax.cosine_decay_schedule(1.0, 4)(t))
+
+
+def policy_leaves(state):
+    """{kernel, bias, log_std} of a linear (hidden=()) IQL policy."""
+    dense = state.policy.mean["params"]["Dense_0"]
+    return {"kernel": dense["kernel"], "bias": dense["bias"], "log_std": state.policy.log_std}
+
+
+def test_policy_step_is_lr_times_cosine_factor():
+    """Fresh Adam moments at count 2 of T = 4: the step is lr * 0.5 * k(3) * sign(g), k(t) =
+    (1 - b1) / (1 - b1^t) / sqrt((1 - b2) / (1 - b2^t)); at count T the policy stays put."""
+    state = linear_state(**HAND_NETS, steps=4, chunk=4, lr=1e-3, temperature=10.0)
+    # weights [100, e^-30] (clipped), mu(s) = 0, z = a = [0.5, 1]: dL/dbias = -mean(w a) < 0,
+    # dL/dkernel = -mean(w a s) = -25 < 0, dL/dlog_std = -mean(w (z^2 - 1)) = 37.5 > 0
+    sign_g = {"kernel": -1.0, "bias": -1.0, "log_std": 1.0}
+    k3 = (0.1 / (1 - 0.9**3)) / np.sqrt(0.001 / (1 - 0.999**3))
+    for count, factor in ((2, 0.5), (4, 0.0)):
+        opt = state.policy_opt._replace(count=jnp.asarray(count, jnp.int32))
+        before = state.replace(policy_opt=opt)
+        np.testing.assert_allclose(iql.policy_lr(before), 1e-3 * factor, atol=1e-10)
+        after, _ = iql.iql_update(before, HAND_BATCH, jax.random.PRNGKey(0))
+        old, new = policy_leaves(before), policy_leaves(after)
+        for name, sign in sign_g.items():
+            step = -1e-3 * factor * k3 * sign
+            np.testing.assert_allclose(new[name] - old[name], step, rtol=1e-5, err_msg=name)
+        assert int(after.policy_opt.count) == count + 1
 
 
 def test_probe_bandit_learns_optimal_action():

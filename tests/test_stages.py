@@ -8,6 +8,8 @@ import pytest
 from scpr_jax import cli
 from scpr_jax.config import apply_overrides, pipeline_config
 from scpr_jax.data import storage
+from scpr_jax.runs import RunDir
+from scpr_jax.stages import check_settings
 
 TINY = [
     "--set", "collect.total_steps=4000", "--set", "collect.n_envs=8",
@@ -64,6 +66,29 @@ def test_overrides_keep_types():
     cfg = apply_overrides(pipeline_config(), ["collect.lr=1", "collect.hidden=[8, 8]"])
     assert cfg.collect.lr == 1.0 and isinstance(cfg.collect.lr, float)
     assert cfg.collect.hidden == (8, 8)
+
+
+def test_changed_settings_clash_with_finished_sweep_programs(tmp_path):
+    run, old = RunDir(tmp_path / "run"), pipeline_config().to_dict()
+    for name in ("sweep-vae/hidden=(64,64)", "sweep-iql/vae", "sweep-rc/base",
+                 "sweep-down-oracle/base"):  # fmt: skip
+        run.mark_done(name, {})
+    run.stage("sweep-cpl/base")  # started, not finished: nothing to clash with
+
+    def check(*overrides):
+        check_settings(run, old, apply_overrides(pipeline_config(), list(overrides)))
+
+    with pytest.raises(ValueError, match="new --workdir") as err:
+        check("vae.kl_weight=0.5")
+    message = str(err.value)
+    assert message.count("\n  ") == 2, message  # the two programs standing for vpl/
+    assert "vae.kl_weight: 0.001 -> 0.5 (stage 'sweep-vae/hidden=(64,64)' is done)" in message
+    assert "vae.kl_weight: 0.001 -> 0.5 (stage 'sweep-iql/vae' is done)" in message
+    with pytest.raises(ValueError, match=r"rc.lr: .* \(stage 'sweep-rc/base' is done\)"):
+        check("rc.lr=0.5")
+    with pytest.raises(ValueError, match=r"\(stage 'sweep-down-oracle/base' is done\)"):
+        check("td3bc.oracle.lr=0.5")
+    check("td3bc.rc.lr=0.5", "cpl.alpha=0.5", "sopl.lr=0.5")  # no finished program uses them
 
 
 SKILLS_TINY = [
@@ -177,20 +202,28 @@ def test_sweep_command_splits_static_settings_and_vmaps_the_rest(tmp_path, capsy
     workdir = tmp_path / "run"
     args = ["sweep", "--workdir", str(workdir), *TINY, *_downstream_tiny(("oracle",), steps=200)]
     args += ["--set", "td3bc.oracle.control_interval=2"]  # rollouts hold u for 2 steps
-    axes = ["--sweep", "bc_alpha=2.5,20", "--sweep", "downstream.oracle_cost_weight=0,10"]
+    axes = ["--sweep", "bc_alpha=2.5,20", "--sweep", "downstream.oracle_cost_weight=0,10",
+            "--sweep", "batch_size=32,64"]  # fmt: skip
     assert cli.main([*args, "--stage", "down-oracle", "--seeds", "0:2", *axes]) == 0
     results = json.loads((workdir / "sweep-down-oracle" / "results.json").read_text())
     members = results["members"]
-    assert len(members) == 8 and len(results["table"]) == 4
-    assert {(m["downstream.oracle_cost_weight"], m["q_scale"], m["seed"]) for m in members} == {
-        (w, a, s) for w in (0, 10) for a in (2.5, 20.0) for s in (0, 1)
+    assert len(members) == 16 and len(results["table"]) == 8
+    got = {(m["td3bc.oracle.batch_size"], m["q_scale"], m["omega"], m["seed"]) for m in members}
+    assert got == {
+        (b, a, w, s) for b in (32, 64) for a in (2.5, 20.0) for w in (0, 10) for s in (0, 1)
     }
-    done = json.loads((workdir / "sweep-down-oracle" / "downstream.oracle_cost_weight=10" /
+    done = json.loads((workdir / "sweep-down-oracle" / "td3bc.oracle.batch_size=64" /
                        "DONE.json").read_text())  # fmt: skip
-    assert done["summary"]["hparams"] == {"q_scale": [2.5, 2.5, 20.0, 20.0]}
-    assert "| downstream.oracle_cost_weight | q_scale | seeds | Return | Cost |" in (
+    assert done["summary"]["hparams"] == {  # the Oracle's cost weight is the state's omega
+        "q_scale": [2.5] * 4 + [20.0] * 4,
+        "omega": [0.0, 0.0, 10.0, 10.0] * 2,
+    }
+    assert "| td3bc.oracle.batch_size | q_scale | omega | seeds | Return | Cost |" in (
         capsys.readouterr().out
     )
+    changed = [a.replace("bc_alpha=2.5,20", "bc_alpha=2.5,30") for a in axes]
+    assert cli.main([*args, "--stage", "down-oracle", "--seeds", "0:2", *changed]) == 2
+    assert "was run for other members" in capsys.readouterr().err  # not silently reused
     bad = [*args, "--stage", "down-oracle", "--sweep", "iql.steps=1,2"]
     assert cli.main(bad) == 2
     assert "cannot sweep ['iql.steps']" in capsys.readouterr().err

@@ -38,10 +38,10 @@ def tiny(beta_reg=1.0):
     return cfg.lock()
 
 
-def data():
+def data_trajs() -> Trajectories:
     k_s, k_a, k_n = jax.random.split(jax.random.PRNGKey(0), 3)
     n = 128
-    trajs = Trajectories(
+    return Trajectories(
         obs=jax.random.normal(k_s, (n, OBS + 1)),
         action=jax.random.uniform(k_a, (n, ACT), minval=-1.0, maxval=1.0),
         reward=jnp.arange(n, dtype=jnp.float32) / n,
@@ -51,6 +51,10 @@ def data():
         truncated=jnp.zeros(n, bool),
         info={},
     )
+
+
+def data():
+    trajs = data_trajs()
     return offline.offline_data(trajs, trajs.reward, hl.identity_skill(OBS, ACT))
 
 
@@ -89,6 +93,33 @@ def test_beta_reg_sweep_gives_each_member_its_value(tmp_path):
         jax.tree.map(lambda a, b, j=j: close(a[j], b), jax.device_get(swept), jax.device_get(one))
     actor = jax.device_get(jax.tree.leaves(swept.actor)[-1])
     assert not np.allclose(actor[0], actor[2])  # same seed, other beta_reg: other policy
+
+
+def test_training_reward_is_reward_plus_omega_times_term():
+    r, t = jnp.array([1.0, -2.0]), jnp.array([0.5, 4.0])
+    np.testing.assert_allclose(offline.training_reward(jnp.float32(0.25), r, t), [1.125, -1.0])
+    with pytest.raises(ValueError, match=r"reward_term has shape \(3,\); the trajectories need"):
+        offline.offline_data(data_trajs(), jnp.zeros(128), hl.identity_skill(OBS, ACT), jnp.ones(3))
+
+
+@pytest.mark.usefixtures("quick_xla")
+def test_omega_sweep_is_one_program_over_the_shared_data(tmp_path):
+    """omega (RC's mixing weight, Oracle's cost weight) is a state leaf: member j of one
+    program on data (reward, term) equals a separate run with omega_j, and omega = 1 equals
+    training on the summed reward with no term."""
+    trajs, key = data_trajs(), jax.random.PRNGKey(7)
+    term = jnp.sin(jnp.arange(128.0))
+    d = offline.offline_data(trajs, trajs.reward, hl.identity_skill(OBS, ACT), term)
+    members = Members((0, 0), {"omega": (0.0, 1.0)})
+    swept = offline.train_offline(key, d, tiny(), tmp_path / "sweep", seeds=members)
+    np.testing.assert_array_equal(swept.omega, [0.0, 1.0])
+    one = offline.train_offline(key, d, tiny(), tmp_path / "one", seeds=0, omega=1.0)
+    summed = offline.offline_data(trajs, trajs.reward + term, hl.identity_skill(OBS, ACT))
+    baked = offline.train_offline(key, summed, tiny(), tmp_path / "baked", seeds=0)
+    for other in (one, baked):
+        jax.tree.map(lambda a, b: close(a[1], b), jax.device_get(swept.critic), other.critic)
+    critic = jax.device_get(jax.tree.leaves(swept.critic)[-1])
+    assert not np.allclose(critic[0], critic[1])  # same seed, other omega: other critic
 
 
 def sharded_run(out: str) -> None:

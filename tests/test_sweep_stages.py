@@ -100,6 +100,7 @@ def test_iql_sweep_reports_final_losses_per_member(workdir):
     for m in results["members"]:
         assert np.isfinite([m["q_loss"], m["v_loss"], m["policy_loss"]]).all()
     assert results["members"][0]["v_loss"] != results["members"][1]["v_loss"]
+    assert (workdir / "sweep-iql" / "vae" / "DONE.json").exists()  # its frozen VAE: a program
 
 
 @pytest.mark.parametrize("kind", ["rc", "sopl"])
@@ -123,9 +124,9 @@ def test_collect_sweep_vmaps_the_cost_penalty(workdir):
 
 
 DYNAMIC = {  # what each stage's state makes sweepable, as documented in the README
-    "collect": {"gamma", "tau", "cost_penalty", "resample_prob"},
+    "collect": {"lr", "gamma", "tau", "cost_penalty", "resample_prob"},
     "vae": {"lr", "kl_weight"},
-    "iql": {"gamma", "expectile", "temperature", "max_weight", "tau"},
+    "iql": {"lr", "gamma", "expectile", "temperature", "max_weight", "tau"},
     "cpl": {"alpha", "lam", "lr"},
     "rc": {"lr", "l2_weight"},
     "sopl": {"lr", "l2_weight"},

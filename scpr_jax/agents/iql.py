@@ -5,9 +5,11 @@ Twin Q critics with a Polyak-averaged target, a state-value network V fitted by 
 regression on the target Q, and a Gaussian policy (tanh-squashed mean, state-independent
 log-std) extracted by advantage-weighted regression. `iql_update` follows the reference
 order: V from the target critics, then the policy with the new V, then Q towards
-r + gamma * (1 - terminated) * V(s'), then the targets. Widths, learning rate and the
-policy's cosine-schedule length are static fields of `IQLState`; gamma, expectile,
-temperature, the weight clip and tau are pytree leaves (a sweep over them can be a vmap).
+r + gamma * (1 - terminated) * V(s'), then the targets. Q and V take Adam steps of size lr;
+the policy's step size decays to 0 over total_steps updates, lr * cosine_factor(count) (as
+`optax.cosine_decay_schedule`). Widths and total_steps are static fields of `IQLState`; lr,
+gamma, expectile, temperature, the weight clip and tau are float32 leaves (a sweep over them
+can be a vmap).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flax import struct
 
 from scpr_jax.agents.sac import TwinQ, soft_update
 from scpr_jax.nets import MLP
+from scpr_jax.optim import ADAM, adam_step
 from scpr_jax.skills.losses import awr_weight, expectile_loss
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -103,13 +106,13 @@ class IQLState:
     v_opt: optax.OptState
     policy_opt: optax.OptState
     step: jax.Array  # [] int32 updates done
+    lr: jax.Array  # [] Adam step size (the policy's decays from it by `cosine_factor`)
     gamma: jax.Array  # [] discount
     expectile: jax.Array  # [] expectile of the V regression
     temperature: jax.Array  # [] AWR inverse temperature beta
     max_weight: jax.Array  # [] clip of exp(beta * A)
     tau: jax.Array  # [] Polyak rate of the target critics
     hidden: tuple[int, ...] = struct.field(pytree_node=False)
-    lr: float = struct.field(pytree_node=False)
     total_steps: int = struct.field(pytree_node=False)  # length of the policy's cosine decay
 
     @property
@@ -120,14 +123,16 @@ class IQLState:
     def value_net(self) -> MLP:
         return MLP(self.hidden, 1)
 
-    @property
-    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-        return _optimizers(self.lr, self.total_steps)
+
+def cosine_factor(count: jax.Array, total_steps: int) -> jax.Array:
+    """0.5 (1 + cos(pi min(count, T) / T)) with T = total_steps: 1 at 0, 0 from T on.  [] -> []."""
+    count = jnp.minimum(count, float(total_steps))
+    return 0.5 * (1 + jnp.cos(jnp.pi * count / float(total_steps)))
 
 
-def _optimizers(lr: float, total_steps: int):
-    """(Adam for Q and V, Adam with a cosine-decayed learning rate for the policy)."""
-    return optax.adam(lr), optax.adam(optax.cosine_decay_schedule(lr, total_steps))
+def policy_lr(state: IQLState) -> jax.Array:
+    """Step size of the next policy update, lr * cosine_factor(policy updates done).  -> []."""
+    return state.lr * cosine_factor(state.policy_opt.count, state.total_steps)
 
 
 def value(state: IQLState, v_params: dict, obs: jax.Array) -> jax.Array:
@@ -191,46 +196,38 @@ def iql_init(
         hidden=hidden,
     )
     v = MLP(hidden, 1).init(k_v, obs)
-    tx, tx_policy = _optimizers(float(config.lr), int(config.steps))
     return IQLState(
         q=q,
         q_target=jax.tree.map(jnp.copy, q),  # own buffers: donatable
         v=v,
         policy=policy,
-        q_opt=tx.init(q),
-        v_opt=tx.init(v),
-        policy_opt=tx_policy.init(policy),
+        q_opt=ADAM.init(q),
+        v_opt=ADAM.init(v),
+        policy_opt=ADAM.init(policy),
         step=jnp.asarray(0, jnp.int32),
+        lr=jnp.asarray(config.lr, jnp.float32),
         gamma=jnp.asarray(config.gamma, jnp.float32),
         expectile=jnp.asarray(config.expectile, jnp.float32),
         temperature=jnp.asarray(config.temperature, jnp.float32),
         max_weight=jnp.asarray(config.max_weight, jnp.float32),
         tau=jnp.asarray(config.tau, jnp.float32),
         hidden=hidden,
-        lr=float(config.lr),
         total_steps=int(config.steps),
     )
-
-
-def _adam_step(tx, params, grads, opt_state):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
 
 
 def iql_update(state: IQLState, batch: dict, key: jax.Array) -> tuple[IQLState, dict]:
     """One IQL step on a [B]-batch dict(obs, action, reward, next_obs, terminated)."""
     del key  # deterministic given the batch
-    tx, tx_policy = state.optimizers
-
     grads, v_metrics = jax.grad(value_loss, has_aux=True)(state.v, state, batch)
-    v, v_opt = _adam_step(tx, state.v, grads, state.v_opt)
+    v, v_opt = adam_step(state.v, grads, state.v_opt, state.lr)
     state = state.replace(v=v, v_opt=v_opt)
 
     grads, pi_metrics = jax.grad(policy_loss, has_aux=True)(state.policy, state, batch)
-    policy, policy_opt = _adam_step(tx_policy, state.policy, grads, state.policy_opt)
+    policy, policy_opt = adam_step(state.policy, grads, state.policy_opt, policy_lr(state))
 
     grads, q_metrics = jax.grad(critic_loss, has_aux=True)(state.q, state, batch)
-    q, q_opt = _adam_step(tx, state.q, grads, state.q_opt)
+    q, q_opt = adam_step(state.q, grads, state.q_opt, state.lr)
     state = state.replace(
         q=q,
         q_opt=q_opt,

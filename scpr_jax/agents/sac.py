@@ -2,10 +2,10 @@
 
 Tanh-Gaussian actor, twin Q critics with Polyak-averaged targets and automatic temperature
 (target entropy -action_size). `sac_init` builds an immutable `SACState`; `sac_update` does
-one gradient step on the critics, the actor and the temperature, then the target update.
-Network widths, action size and the learning rate are static fields of the state (they fix
-shapes and the optimiser), gamma, tau and the target entropy are pytree leaves (a sweep over
-them can be a vmap axis).
+one gradient step on the critics, the actor and the temperature (Adam, one step size lr for
+all three), then the target update. Network widths and the action size are static fields of
+the state (they fix shapes); lr, gamma, tau and the target entropy are float32 leaves (a
+sweep over them can be a vmap axis).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import optax
 from flax import struct
 
 from scpr_jax.nets import MLP
+from scpr_jax.optim import ADAM, adam_step
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -72,12 +73,12 @@ class SACState:
     alpha_opt_state: optax.OptState
     log_alpha: jax.Array  # [] log temperature
     step: jax.Array  # [] int32 updates done
+    lr: jax.Array  # [] Adam step size of the actor, the critics and the temperature
     gamma: jax.Array  # [] discount
     tau: jax.Array  # [] Polyak rate of the target critics
     target_entropy: jax.Array  # [] H_target, -action_size by default
     hidden: tuple[int, ...] = struct.field(pytree_node=False)
     action_size: int = struct.field(pytree_node=False)
-    lr: float = struct.field(pytree_node=False)
 
     @property
     def actor(self) -> Actor:
@@ -86,10 +87,6 @@ class SACState:
     @property
     def critic(self) -> TwinQ:
         return TwinQ(self.hidden)
-
-    @property
-    def optimizer(self) -> optax.GradientTransformation:
-        return optax.adam(self.lr)
 
 
 def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
@@ -177,53 +174,48 @@ def sac_init(key: jax.Array, obs_size: int, action_size: int, config) -> SACStat
     obs, action = jnp.zeros((1, obs_size)), jnp.zeros((1, action_size))
     actor_params = Actor(hidden, action_size).init(k_actor, obs)
     critic_params = TwinQ(hidden).init(k_critic, obs, action)
-    tx = optax.adam(float(config.lr))
     log_alpha = jnp.asarray(np.log(config.init_alpha), jnp.float32)
     return SACState(
         actor_params=actor_params,
         critic_params=critic_params,
         target_critic_params=jax.tree.map(jnp.copy, critic_params),  # own buffers: donatable
-        actor_opt_state=tx.init(actor_params),
-        critic_opt_state=tx.init(critic_params),
-        alpha_opt_state=tx.init(log_alpha),
+        actor_opt_state=ADAM.init(actor_params),
+        critic_opt_state=ADAM.init(critic_params),
+        alpha_opt_state=ADAM.init(log_alpha),
         log_alpha=log_alpha,
         step=jnp.asarray(0, jnp.int32),
+        lr=jnp.asarray(config.lr, jnp.float32),
         gamma=jnp.asarray(config.gamma, jnp.float32),
         tau=jnp.asarray(config.tau, jnp.float32),
         target_entropy=jnp.asarray(-float(action_size), jnp.float32),
         hidden=hidden,
         action_size=int(action_size),
-        lr=float(config.lr),
     )
-
-
-def _adam_step(tx, params, grads, opt_state):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
 
 
 def sac_update(state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
     """One SAC step (critics, actor, temperature, targets) on a [B]-batch of transitions."""
     k_critic, k_actor = jax.random.split(key)
-    tx = state.optimizer
 
     grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(
         state.critic_params, state, batch, k_critic
     )
-    critic_params, critic_opt_state = _adam_step(
-        tx, state.critic_params, grads, state.critic_opt_state
+    critic_params, critic_opt_state = adam_step(
+        state.critic_params, grads, state.critic_opt_state, state.lr
     )
     state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
 
     grads, actor_metrics = jax.grad(actor_loss, has_aux=True)(
         state.actor_params, state, batch, k_actor
     )
-    actor_params, actor_opt_state = _adam_step(tx, state.actor_params, grads, state.actor_opt_state)
+    actor_params, actor_opt_state = adam_step(
+        state.actor_params, grads, state.actor_opt_state, state.lr
+    )
 
     grads, alpha_metrics = jax.grad(alpha_loss, has_aux=True)(
         state.log_alpha, actor_metrics["entropy"], state.target_entropy
     )
-    log_alpha, alpha_opt_state = _adam_step(tx, state.log_alpha, grads, state.alpha_opt_state)
+    log_alpha, alpha_opt_state = adam_step(state.log_alpha, grads, state.alpha_opt_state, state.lr)
     state = state.replace(
         actor_params=actor_params,
         actor_opt_state=actor_opt_state,

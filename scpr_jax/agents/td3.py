@@ -34,8 +34,7 @@ from scpr_jax.agents.td3_config import (  # noqa: F401  (re-exported)
 )
 from scpr_jax.downstream.highlevel import Skill, execute
 from scpr_jax.nets import MLP
-
-ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
+from scpr_jax.optim import ADAM, adam_step
 
 
 class Actor(nn.Module):
@@ -69,6 +68,7 @@ class TD3State:
     bc_weight: jax.Array  # [] 1 for TD3+BC, 0 for online TD3
     target_noise: jax.Array  # [] std of the target-policy smoothing noise on env actions
     noise_clip: jax.Array  # [] clip of that noise
+    omega: jax.Array  # [] offline: weight of the data's reward term (`offline.training_reward`)
     hidden: tuple[int, ...] = struct.field(pytree_node=False)
     latent_size: int = struct.field(pytree_node=False)
     action_size: int = struct.field(pytree_node=False)
@@ -113,6 +113,7 @@ def td3_init(key, obs_size: int, latent_size: int, action_size: int, config, u_b
         bc_weight=leaf(config.bc_weight),
         target_noise=leaf(config.target_noise),
         noise_clip=leaf(config.noise_clip),
+        omega=leaf(0.0),  # set by `downstream.offline.initial_loop`
         hidden=hidden,
         latent_size=int(latent_size),
         action_size=int(action_size),
@@ -180,11 +181,6 @@ def actor_loss(actor: dict, state: TD3State, batch: dict, skill: Skill):
     return loss, metrics
 
 
-def _adam_step(params, grads, opt_state, lr):
-    direction, opt_state = ADAM.update(grads, opt_state, params)
-    return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state
-
-
 def td3_update(state: TD3State, batch: dict, key, skill: Skill) -> tuple[TD3State, dict]:
     """One TD3(+BC) step: critic, then (every policy_freq steps) actor and both targets.
 
@@ -193,11 +189,11 @@ def td3_update(state: TD3State, batch: dict, key, skill: Skill) -> tuple[TD3Stat
     """
     y = critic_target(state, batch, key, skill)
     grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(state.critic, state, batch, y)
-    critic, critic_opt = _adam_step(state.critic, grads, state.critic_opt, state.lr)
+    critic, critic_opt = adam_step(state.critic, grads, state.critic_opt, state.lr)
     state = state.replace(critic=critic, critic_opt=critic_opt)
 
     grads, actor_metrics = jax.grad(actor_loss, has_aux=True)(state.actor, state, batch, skill)
-    actor, actor_opt = _adam_step(state.actor, grads, state.actor_opt, state.lr)
+    actor, actor_opt = adam_step(state.actor, grads, state.actor_opt, state.lr)
     delayed = (
         actor,
         actor_opt,

@@ -330,6 +330,19 @@ def distinct_buffers(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
+def _init_members(key: jax.Array, env, config, seeds) -> CollectorState:
+    """States of the `train.Members` ``seeds``, every leaf [M, ...] (member j from
+    ``fold_in(key, seeds[j])``), on the devices; ValueError first if they would not fit."""
+    from scpr_jax.train.sweep import check_memory, place, set_leaves, tree_bytes
+
+    def init(k):
+        return collector_init(k, env, config)
+
+    check_memory(tree_bytes(jax.eval_shape(init, key)), len(seeds))  # before allocating
+    state = jax.jit(jax.vmap(init))(jnp.stack([jax.random.fold_in(key, s) for s in seeds]))
+    return place(set_leaves(state, seeds.hparams), len(seeds))[0]
+
+
 def collect(
     key: jax.Array,
     env_name_or_env,
@@ -348,7 +361,7 @@ def collect(
     of summaries.
     """
     from scpr_jax.train.distributed import fetch, host_local
-    from scpr_jax.train.sweep import Members, place, set_leaves
+    from scpr_jax.train.sweep import Members
 
     validate_config(config)
     env = env_name_or_env
@@ -367,9 +380,7 @@ def collect(
         state = distinct_buffers(collector_init(key, env, config))
     else:
         seeds = seeds if isinstance(seeds, Members) else Members(tuple(seeds))
-        keys = jnp.stack([jax.random.fold_in(key, s) for s in seeds])
-        state = jax.jit(jax.vmap(lambda k: collector_init(k, env, config)))(keys)
-        state = place(set_leaves(state, seeds.hparams), len(seeds))[0]
+        state = _init_members(key, env, config, seeds)
     chunks = {}  # chunk length -> jitted chunk (a shorter last chunk compiles once more)
     t = 0
     while t < n_steps:

@@ -1,10 +1,13 @@
 """Offline training of the high-level policy pi_h by TD3+BC on D_tau (PAPER.md 3.6, 5).
 
-The downstream dataset keeps the goal in the observation; its reward is the method's
-relabelled reward (r_new for Task-Only and the skill methods, r_new - 10 * cost for Oracle,
-the RC/SOPL mixtures, computed by the caller). The frozen skill travels with the data, so it
-is an argument of the jitted chunk (shared by vmapped seeds), never a compile-time constant
-and never part of the optimised state.
+The downstream dataset keeps the goal in the observation. Its training reward is
+r' = reward + omega * reward_term (`training_reward`): the data holds the two per-row terms
+(computed by the caller) and omega is a leaf of the learner's state, so a sweep over omega is
+a vmapped axis over one shared dataset. Task-Only and the skill methods: r_new, no term;
+Oracle: r_new - w * cost (term -cost, omega = w = 10); RC(omega): r_new + omega (r_hat -
+r_new); SOPL: r_new + w (r_psi - mean). The frozen skill travels with the data, so it is an
+argument of the jitted chunk (shared by vmapped seeds), never a compile-time constant and
+never part of the optimised state.
 """
 
 from __future__ import annotations
@@ -38,18 +41,23 @@ class OfflineData:
 
     obs: jax.Array  # [N, O_full]
     action: jax.Array  # [N, A]
-    reward: jax.Array  # [N] the method's training reward
+    reward: jax.Array  # [N] base reward (r_new)
+    reward_term: jax.Array  # [N] the term weighted by the state's omega (zeros: none)
     next_obs: jax.Array  # [N, O_full]
     terminated: jax.Array  # [N] float32
     skill: Skill
 
 
-def offline_data(trajs: Trajectories, reward: jax.Array, skill: Skill) -> OfflineData:
-    """D_tau with reward [N] (the method's relabelled reward) and the skill pi_h acts through."""
+def offline_data(
+    trajs: Trajectories, reward: jax.Array, skill: Skill, reward_term: jax.Array | None = None
+) -> OfflineData:
+    """D_tau with reward [N], reward_term [N] (default zeros) and the skill pi_h acts through."""
     n, obs_full = trajs.obs.shape
     reward = jnp.asarray(reward, jnp.float32)
-    if reward.shape != (n,):
-        raise ValueError(f"reward has shape {reward.shape}; the trajectories need ({n},)")
+    term = jnp.zeros_like(reward) if reward_term is None else jnp.asarray(reward_term, jnp.float32)
+    for name, r in (("reward", reward), ("reward_term", term)):
+        if r.shape != (n,):
+            raise ValueError(f"{name} has shape {r.shape}; the trajectories need ({n},)")
     if trajs.action.shape[-1] != action_size(skill):
         raise ValueError(
             f"trajectory actions have {trajs.action.shape[-1]} features; the {skill.kind!r} "
@@ -63,6 +71,7 @@ def offline_data(trajs: Trajectories, reward: jax.Array, skill: Skill) -> Offlin
         obs=jnp.asarray(trajs.obs, jnp.float32),
         action=jnp.asarray(trajs.action, jnp.float32),
         reward=reward,
+        reward_term=term,
         next_obs=jnp.asarray(trajs.next_obs, jnp.float32),
         terminated=jnp.asarray(trajs.terminated, jnp.float32),
         skill=skill,
@@ -78,6 +87,7 @@ def offline_sampler(batch_size: int) -> Callable[[jax.Array, OfflineData], tuple
             "obs": data.obs[i],
             "action": data.action[i],
             "reward": data.reward[i],
+            "reward_term": data.reward_term[i],
             "next_obs": data.next_obs[i],
             "terminated": data.terminated[i],
         }
@@ -86,8 +96,14 @@ def offline_sampler(batch_size: int) -> Callable[[jax.Array, OfflineData], tuple
     return sample
 
 
+def training_reward(omega: jax.Array, reward: jax.Array, reward_term: jax.Array) -> jax.Array:
+    """r' = reward + omega * reward_term.  [], [B], [B] -> [B]."""
+    return reward + omega * reward_term
+
+
 def _update(state: TD3State, batch_skill: tuple[dict, Skill], key: jax.Array):
     batch, skill = batch_skill
+    batch = {**batch, "reward": training_reward(state.omega, batch["reward"], batch["reward_term"])}
     return td3_update(state, batch, key, skill)
 
 
@@ -96,13 +112,18 @@ def offline_chunk(cfg: ml_collections.ConfigDict):
     return make_chunk(_update, offline_sampler(int(cfg.batch_size)), int(cfg.chunk))
 
 
-def initial_loop(key: jax.Array, data: OfflineData, cfg, seeds: Seeds = 0) -> LoopState:
-    """Fresh `LoopState` of pi_h for ``seeds`` (see `train.init_loop`); reads data's shapes."""
+def initial_loop(
+    key: jax.Array, data: OfflineData, cfg, seeds: Seeds = 0, omega: float = 0.0
+) -> LoopState:
+    """Fresh `LoopState` of pi_h for ``seeds`` (see `train.init_loop`); reads data's shapes.
+
+    ``omega`` weights the data's reward term; a `train.Members` sweep may override it per member.
+    """
     skill, obs_size = data.skill, data.obs.shape[-1]
 
     def init(k):
         sizes = (obs_size, latent_size(skill), action_size(skill))
-        return td3_init(k, *sizes, cfg, u_bound(skill))
+        return td3_init(k, *sizes, cfg, u_bound(skill)).replace(omega=jnp.float32(omega))
 
     return init_loop(key, init, seeds)
 
@@ -116,8 +137,10 @@ def train_offline(
     evaluate: Callable[[LoopState], dict] | None = None,
     eval_every: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
+    omega: float = 0.0,
 ) -> TD3State:
-    """Trains pi_h by TD3+BC (`td3bc_config`); resumes from ``workdir``.
+    """Trains pi_h by TD3+BC (`td3bc_config`) on r' = reward + omega * reward_term of ``data``;
+    resumes from ``workdir``.
 
     ``seeds``: one seed (an int; unbatched state) or a list of seeds trained vmapped on the
     shared data, every leaf then carrying a leading seed axis (see `train.init_loop`).
@@ -130,8 +153,8 @@ def train_offline(
             f"method {cfg.method!r} acts through a {expected!r} skill; got {data.skill.kind!r}"
         )
     final = train_loop(
-        "downstream", initial_loop(key, data, cfg, seeds), offline_chunk(cfg), data, int(cfg.steps),
-        int(cfg.chunk), workdir, n_seeds=seed_axis(seeds), evaluate=evaluate,
+        "downstream", initial_loop(key, data, cfg, seeds, omega), offline_chunk(cfg), data,
+        int(cfg.steps), int(cfg.chunk), workdir, n_seeds=seed_axis(seeds), evaluate=evaluate,
         eval_every=eval_every, progress=progress,
     )  # fmt: skip
     return final.algo

@@ -27,13 +27,13 @@ import optax
 from flax import struct
 
 from scpr_jax.nets import MLP, leaky_relu
+from scpr_jax.optim import ADAM, adam_step
 from scpr_jax.skills import losses, vae
 from scpr_jax.train.accumulate import microbatch_count, microbatch_grad
 
 PRESETS = ("paper", "small")
 TASKS = ("ball-run", "ball-circle", "ball-reach", "ant-vel", "halfcheetah-vel", "swimmer-vel")
 LAMBDA_ONE = ("ball-run", "ball-reach")  # lambda = 1.0 here, 0.5 elsewhere (PAPER.md 3.5)
-ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
 
 
 class PolicyDecoder(nn.Module):
@@ -189,8 +189,7 @@ def cpl_update(
         return latent_batch_loss(params, *part, state.alpha, state.lam)
 
     grads, metrics = microbatch_grad(loss_fn, state.params, (sets, z), n)
-    direction, opt_state = ADAM.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
+    params, opt_state = adam_step(state.params, grads, state.opt_state, state.lr)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 

@@ -9,7 +9,9 @@ labelled pairs treated as one crowd), on goal-stripped observations:
            loss  = BCE(logit, y)   (privileged: R_task is the labelling user's true task return
                                     sum_t r_user, without cost, so r_psi fits the safety residual)
 
-Downstream the offline data D_tau is relabelled (pure functions `relabel_rc`, `relabel_sopl`):
+Downstream the offline data D_tau is relabelled (pure functions `relabel_rc`, `relabel_sopl`;
+the downstream stage keeps r_new and the term `rc_term` / `sopl_term` apart, so that omega
+can be a vmapped sweep axis):
 
     RC(omega): r' = (1 - omega) * r_new + omega * (r_hat - mean) / std
     SOPL:      r' = r_new + w * (r_psi - mean),   w = 0.5
@@ -42,11 +44,11 @@ from scpr_jax.data.preferences import PreferenceSets, annotated_sets
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task, strip_goal
 from scpr_jax.nets import MLP, leaky_relu
+from scpr_jax.optim import ADAM, adam_step
 from scpr_jax.skills import losses
 
 KINDS = ("rc", "sopl")
 PRESETS = ("paper", "small")
-ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
 
 
 class RewardNet(nn.Module):
@@ -181,8 +183,7 @@ def reward_update(state: RewardState, batch: dict, key: jax.Array):
     grads, metrics = jax.grad(pair_loss, has_aux=True)(
         state.params, batch, state.l2_weight, state.kind
     )
-    direction, opt_state = ADAM.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
+    params, opt_state = adam_step(state.params, grads, state.opt_state, state.lr)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 
@@ -247,16 +248,26 @@ def reward_stats(params: RewardParams, trajs: Trajectories) -> RewardStats:
     return RewardStats(mean=jnp.mean(r), std=jnp.std(r))
 
 
+def rc_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> jax.Array:
+    """RC's term (r_hat - mean) / std - r_new of every row: r' = r_new + omega * term.  -> [N]."""
+    r_hat = (predict_rewards(params, trajs) - stats.mean) / jnp.maximum(stats.std, 1e-6)
+    return r_hat - trajs.reward
+
+
+def sopl_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> jax.Array:
+    """SOPL's centred residual r_psi - mean of every row, so r' = r_new + w * term.  -> [N]."""
+    return predict_rewards(params, trajs) - stats.mean
+
+
 def relabel_rc(
     trajs: Trajectories, params: RewardParams, omega: jax.Array, stats: RewardStats
 ) -> jax.Array:
     """RC reward (1 - omega) * r_new + omega * (r_hat - mean) / std of every row.  -> [N]."""
-    r_hat = (predict_rewards(params, trajs) - stats.mean) / jnp.maximum(stats.std, 1e-6)
-    return (1.0 - omega) * trajs.reward + omega * r_hat
+    return trajs.reward + omega * rc_term(trajs, params, stats)
 
 
 def relabel_sopl(
     trajs: Trajectories, params: RewardParams, stats: RewardStats, weight: jax.Array = 0.5
 ) -> jax.Array:
     """SOPL reward r_new + weight * (r_psi - mean) of every row.  -> [N]."""
-    return trajs.reward + weight * (predict_rewards(params, trajs) - stats.mean)
+    return trajs.reward + weight * sopl_term(trajs, params, stats)

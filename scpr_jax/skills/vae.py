@@ -21,11 +21,11 @@ import optax
 from flax import struct
 
 from scpr_jax.nets import MLP, leaky_relu
+from scpr_jax.optim import ADAM, adam_step
 from scpr_jax.skills import losses
 from scpr_jax.train.accumulate import microbatch_count, microbatch_grad
 
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 4.0
-ADAM = optax.scale_by_adam()  # Adam's direction; the step size lr is a state leaf
 
 
 class _HeadDense(nn.Module):
@@ -198,8 +198,7 @@ def vae_update(state: VAEState, batch: dict, key: jax.Array, config: VAEConfig):
 
     keys = jax.random.split(key, n_sets)
     grads, metrics = microbatch_grad(batch_loss, state.params, (batch, keys), n)
-    direction, opt_state = ADAM.update(grads, state.opt_state)
-    params = jax.tree.map(lambda p, d: p - state.lr * d, state.params, direction)
+    params, opt_state = adam_step(state.params, grads, state.opt_state, state.lr)
     new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new, {**metrics, "beta": beta}
 

@@ -44,6 +44,11 @@ SECTION_STAGES = {  # top-level setting -> stage directories whose results depen
     "sopl": ("reward-sopl",),
 }
 EVERY_STAGE = ("env", "preset", "seed")
+SWEEPS = {  # stage directory -> the sweep stages whose programs stand for it (else its name)
+    "vpl": ("vae", "iql"),
+    "reward-rc": ("rc",),
+    "reward-sopl": ("sopl",),
+}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -69,15 +74,22 @@ def _stages_of(key: str) -> tuple[str, ...]:
     return SECTION_STAGES.get(top, ())
 
 
+def _finished(run, stage: str) -> list[str]:
+    """``stage`` if it is done, and the finished programs ``sweep-<s>/<label>`` standing for it."""
+    programs = [p for s in SWEEPS.get(stage, (stage,)) for p in run.done_under(f"sweep-{s}")]
+    return ([stage] if run.done(stage) is not None else []) + programs
+
+
 def check_settings(run, old: dict, cfg: ml_collections.ConfigDict) -> None:
-    """Raises ValueError if a finished stage of ``run`` was made with other settings."""
+    """Raises ValueError if a finished stage or sweep program of ``run`` was made with other
+    settings."""
     before, now = _flatten(old), _flatten(cfg.to_dict())
     clashes = [
-        f"{k}: {before[k]!r} -> {now[k]!r} (stage {stage!r} is done)"
+        f"{k}: {before[k]!r} -> {now[k]!r} (stage {done!r} is done)"
         for k in sorted(set(before) & set(now))  # settings added later keep old behaviour
         if before[k] != now[k]
         for stage in _stages_of(k)
-        if run.done(stage) is not None
+        for done in _finished(run, stage)
     ]
     if clashes:
         raise ValueError(

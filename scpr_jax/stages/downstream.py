@@ -27,20 +27,29 @@ def method_key(method: str) -> str:
     return method.replace("-", "_")
 
 
-def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: str, trajs) -> jax.Array:
-    """The training reward of ``method`` on every row of D_tau.  -> [N]."""
+OMEGA = {  # method -> the config setting its state's omega holds (the weight of its reward term)
+    "oracle": "downstream.oracle_cost_weight",
+    "rc": "rc.weight",
+    "sopl": "sopl.weight",
+}
+
+
+def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: str, trajs):
+    """(reward [N], reward_term [N], omega) of ``method`` on every row of D_tau: it trains on
+    reward + omega * reward_term (`downstream.offline.training_reward`)."""
     from scpr_jax.skills import reward_models as rm
     from scpr_jax.stages.skills import reward_model
 
+    if method not in OMEGA:  # task-only and the skill methods: r_new only
+        return trajs.reward, jnp.zeros_like(trajs.reward), 0.0
+    section, name = OMEGA[method].split(".")
+    omega = float(cfg[section][name])
     if method == "oracle":
-        return trajs.reward - cfg.downstream.oracle_cost_weight * trajs.cost
-    if method in ("rc", "sopl"):
-        state, _ = reward_model(run, cfg, method)  # restored from its checkpoint
-        stats = rm.reward_stats(state.params, trajs)
-        if method == "rc":
-            return rm.relabel_rc(trajs, state.params, jnp.float32(cfg.rc.weight), stats)
-        return rm.relabel_sopl(trajs, state.params, stats, jnp.float32(cfg.sopl.weight))
-    return trajs.reward  # task-only and the skill methods: r_new only
+        return trajs.reward, -trajs.cost, omega
+    state, _ = reward_model(run, cfg, method)  # restored from its checkpoint
+    stats = rm.reward_stats(state.params, trajs)
+    term = rm.rc_term if method == "rc" else rm.sopl_term
+    return trajs.reward, term(trajs, state.params, stats), omega
 
 
 def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: str):
@@ -114,7 +123,8 @@ def run_method(
     td3 = cfg.td3bc[method_key(method)]
     trajs, _ = load_data(run, cfg, label_stage=None)
     skill = method_skill(run, cfg, method)
-    data = offline_data(trajs, method_reward(run, cfg, method, trajs), skill)
+    reward, reward_term, omega = method_reward(run, cfg, method, trajs)
+    data = offline_data(trajs, reward, skill, reward_term)
     seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
     key = stage_key(cfg, "downstream")
     evaluate_during = rollout_fn(cfg, int(td3.eval_episodes), int(td3.control_interval))
@@ -128,7 +138,7 @@ def run_method(
     with progress_bar(f"[{stage}] TD3+BC updates", td3.steps, ("eval/return", "eval/cost")) as bar:
         state = train_offline(
             key, data, td3, out, seeds=seeds, evaluate=evaluate,
-            eval_every=int(td3.eval_every), progress=bar,
+            eval_every=int(td3.eval_every), progress=bar, omega=omega,
         )  # fmt: skip
     n_final = int(cfg.downstream.eval_episodes)
     ret, cost = rollout_fn(cfg, n_final, int(td3.control_interval))(

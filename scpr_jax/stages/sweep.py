@@ -1,11 +1,11 @@
 """`scpr sweep`: a grid of seeds x settings for one training stage, as few programs as possible.
 
 Settings that are state leaves of the stage's learner (TD3's beta_reg, the VAE's kl_weight,
-CPL's alpha, ...) become one vmapped member axis with the seeds (`train.Members`), sharded
-over all devices; settings that change shapes or data (hidden, batch_size, steps, rc.weight,
-...) split the grid into separate programs, run one after another. Each program is a stage
-directory ``sweep-<stage>/<static settings>``; resumable like every stage. The results, per
-member and averaged over seeds, go to ``sweep-<stage>/results.{json,md}``.
+CPL's alpha, RC's omega = rc.weight, ...) become one vmapped member axis with the seeds
+(`train.Members`), sharded over all devices; settings that change shapes or data (hidden,
+batch_size, steps, ...) split the grid into separate programs, run one after another. Each
+program is a stage directory ``sweep-<stage>/<static settings>``; resumable like every stage.
+The results, per member and averaged over seeds, go to ``sweep-<stage>/results.{json,md}``.
 
 Stages: ``collect``, ``vae``, ``iql``, ``cpl``, ``rc``, ``sopl`` (`sweep_skills`) and
 ``down-<method>`` / ``online-<method>``. A sweep varies only its own stage's settings (plus,
@@ -170,12 +170,13 @@ def _check_owner(full: str, stage: str) -> None:
 
 
 def _split(axes: dict, section: str, dynamic_map: dict) -> tuple[dict, dict]:
-    """(dynamic {state leaf: values}, static {config key: values}) of a stage's sweep axes."""
+    """(dynamic {state leaf: values}, static {config key: values}) of a stage's sweep axes;
+    ``dynamic_map`` names settings of ``section`` by their short key, others in full."""
     dynamic, static = {}, {}
     for key, values in axes.items():
-        short = key.removeprefix(f"{section}.")
-        if key.startswith(f"{section}.") and short in dynamic_map:
-            dynamic[dynamic_map[short]] = values
+        name = key.removeprefix(f"{section}.") if key.startswith(f"{section}.") else key
+        if name in dynamic_map:
+            dynamic[dynamic_map[name]] = values
         else:
             static[key] = values
     return dynamic, static
@@ -205,11 +206,16 @@ class Plan:
 
 def _downstream_plan(run: RunDir, stage: str) -> Plan:
     from scpr_jax.stages import NEEDS, ORDER, run_stage
-    from scpr_jax.stages.downstream import run_method
+    from scpr_jax.stages.downstream import OMEGA, run_method
     from scpr_jax.stages.online import run_online_method
 
     kind, _, method = stage.partition("-")
     runner = run_method if kind == "down" else run_online_method
+    dynamic = dict(DYNAMIC[kind])  # the reward's weight is a leaf too: omega / cost_weight
+    if kind == "down" and method in OMEGA:
+        dynamic[OMEGA[method]] = "omega"
+    if kind == "online" and method == "oracle":
+        dynamic["downstream.oracle_cost_weight"] = "cost_weight"
 
     def upstream(cfg_c):
         for name in ORDER:
@@ -219,7 +225,7 @@ def _downstream_plan(run: RunDir, stage: str) -> Plan:
     def train(cfg_c, members, name):
         return runner(run, cfg_c, method, seeds=members, stage=name)["summary"]
 
-    return Plan(DYNAMIC[kind], upstream, train, ("return", "cost"))
+    return Plan(dynamic, upstream, train, ("return", "cost"))
 
 
 def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, items) -> dict:
@@ -240,10 +246,22 @@ def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, it
         label = ",".join(f"{k}={v}" for k, v in settings.items()).replace(" ", "") or "base"
         members = grid(seeds, dynamic)
         summary = plan.train(cfg_c, members, f"sweep-{stage}/{label}")
+        _check_members(summary, members, run.stage(f"sweep-{stage}/{label}"))
         for j in range(len(members)):
             metrics = {m: summary[m][j] for m in plan.metrics}
             rows.append({**settings, **members.describe(j), **metrics})
     return write_results(run.stage(f"sweep-{stage}"), rows, plan.metrics)
+
+
+def _check_members(summary: dict, members: Members, out) -> None:
+    """ValueError if a finished program in ``out`` was run for other members than ``members``."""
+    before = (list(summary["seeds"]), {k: list(v) for k, v in summary["hparams"].items()})
+    now = (list(members.seeds), {k: list(v) for k, v in members.hparams.items()})
+    if before != now:
+        raise ValueError(
+            f"the finished sweep program {out} was run for other members (seeds, values: "
+            f"{before}) than this sweep's {now}; use another --workdir or delete {out}"
+        )
 
 
 def write_results(out, rows: list[dict], metrics: tuple[str, ...] = ("return", "cost")) -> dict:

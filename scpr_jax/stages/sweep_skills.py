@@ -61,12 +61,14 @@ def frozen_vae(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, trajs, p
     from scpr_jax.skills.train_vae import model_config, train_vae
 
     owner, section = ("vpl", "vae") if stage == "iql" else ("cpl", "cpl_vae")
-    workdir = run.stage(owner if run.done(owner) else f"sweep-{stage}") / "vae"
-    with progress_bar(f"[sweep-{stage}] frozen VAE updates", cfg[section].steps) as bar:
-        state, _ = train_vae(
-            stage_key(cfg, section), trajs, prefs, make_task(cfg.env), cfg[section], workdir, bar
-        )  # restored from its checkpoint when done
-    return state, model_config(cfg[section])
+    name = f"{owner}/vae" if run.done(owner) else f"sweep-{stage}/vae"
+    workdir, config = run.stage(name), cfg[section]
+    with progress_bar(f"[sweep-{stage}] frozen VAE updates", config.steps) as bar:
+        key, task = stage_key(cfg, section), make_task(cfg.env)
+        state, summary = train_vae(key, trajs, prefs, task, config, workdir, bar)  # or restored
+    if name.startswith("sweep-"):  # a sweep program, as such checked by `check_settings`
+        run.mark_done(name, {"summary": summary, "config": config.to_dict()})
+    return state, model_config(config)
 
 
 def stage_programs(run: RunDir, cfg: ml_collections.ConfigDict, stage: str) -> tuple[Init, Train]:
