@@ -164,3 +164,24 @@ def test_a_sweep_that_does_not_fit_says_so_before_it_starts(monkeypatch):
     assert sweep.tree_bytes({"k": jax.random.split(jax.random.key(0), 3)}) == 24  # typed keys
     loop = init_loop(jax.random.key(1), lambda k: {"key": k, "w": jnp.ones(2)}, [0, 1])
     assert loop.algo["w"].shape == (2, 2)
+
+
+def test_a_chunk_whose_activations_do_not_fit_says_so_before_it_runs(monkeypatch, tmp_path):
+    """A small state passes the init check; the program's [2, 1000, 2000] product (16 MB of
+    temporaries, XLA's memory analysis) does not fit a 4 MiB device."""
+    from scpr_jax.train import make_chunk, sweep, train_loop
+
+    monkeypatch.setattr(sweep, "device_memory", lambda: 2**22)
+    loop = init_loop(jax.random.key(0), lambda k: {"w": jax.random.normal(k, (1000,))}, [0, 1])
+
+    def update(algo, x, key):
+        outer = algo["w"][:, None] @ x[None, :]  # [1000, 2000], a dot: materialised
+        return {"w": algo["w"] + jnp.tanh(outer).mean(1)}, {"m": outer.mean()}
+
+    chunk = make_chunk(update, lambda key, data: data, 1)
+    with pytest.raises(ValueError, match=r"stage 'probe': one training chunk needs ~[\d.]+ GiB"):
+        train_loop("probe", loop, chunk, jnp.ones(2000), 1, 1, tmp_path, n_seeds=2)
+    assert not (tmp_path / "train.csv").exists()  # stopped before the first update
+    monkeypatch.setattr(sweep, "device_memory", lambda: 2**30)
+    final = train_loop("probe", loop, chunk, jnp.ones(2000), 1, 1, tmp_path, n_seeds=2)
+    assert final.algo["w"].shape == (2, 1000) and int(final.step[0]) == 1

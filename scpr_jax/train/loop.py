@@ -2,9 +2,11 @@
 
 An algorithm provides ``update(state, batch, key) -> (state, metrics)`` and a sampler
 ``sample(key, data) -> batch`` that draws a minibatch from on-device data inside the scan.
-Between chunks the loop logs, evaluates, checks for NaNs and writes an orbax checkpoint of
-the whole `LoopState` (algorithm state, RNG key, update count), so a stopped stage resumes
-where it stopped and finishes with the same parameters as an uninterrupted run.
+Before the first chunk XLA's memory analysis of the compiled program is checked against
+what a device can still allocate (`sweep.check_program`). Between chunks the loop logs,
+evaluates, checks for NaNs and writes an orbax checkpoint of the whole `LoopState`
+(algorithm state, RNG key, update count), so a stopped stage resumes where it stopped and
+finishes with the same parameters as an uninterrupted run.
 
 Seeds: give `train_loop` a `LoopState` whose leaves carry a leading seed axis and set
 ``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed), and the
@@ -33,7 +35,14 @@ from flax import struct
 from scpr_jax import runs
 from scpr_jax.train import distributed
 from scpr_jax.train.logging import MetricLogger
-from scpr_jax.train.sweep import Members, check_memory, place, set_leaves, tree_bytes
+from scpr_jax.train.sweep import (
+    Members,
+    check_memory,
+    check_program,
+    place,
+    set_leaves,
+    tree_bytes,
+)
 
 
 @struct.dataclass
@@ -144,12 +153,13 @@ def train_loop(
     if resume is not None:
         loop = manager.restore(resume, args=ocp.args.StandardRestore(loop))
     start = int(np.max(distributed.fetch(loop.step)))
+    step_fn = jax.vmap(chunk, in_axes=(0, None)) if n_seeds else chunk
+    step_fn = jax.jit(step_fn)
+    if start < total_updates:  # compiled once here: calls below reuse the executable
+        check_program(step_fn.lower(loop, data).compile(), stage)
     writer = runs.is_writer()
     train_log = MetricLogger(workdir, "train", resume_step=start)
     eval_log = MetricLogger(workdir, "eval", resume_step=start) if evaluate else None
-
-    step_fn = jax.vmap(chunk, in_axes=(0, None)) if n_seeds else chunk
-    step_fn = jax.jit(step_fn)
     t0 = time.perf_counter()
     chunks_done = 0
     try:

@@ -139,10 +139,11 @@ def tree_bytes(tree: Any) -> int:
 
 
 def device_memory() -> int:
-    """Bytes one device can hold: its allocator limit, or the host's free memory on CPU."""
+    """Bytes one device can still allocate: its allocator limit less what is in use, or the
+    host's free memory on CPU."""
     stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
-        return int(stats["bytes_limit"])
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -160,4 +161,23 @@ def check_memory(member_bytes: int, n_members: int, shared_bytes: int = 0) -> No
             f"{member_bytes / 2**20:.1f} MiB of state, {per_device} on each device, plus "
             f"{shared_bytes / 2**20:.1f} MiB of shared data), but a device has "
             f"{limit / 2**30:.2f} GiB; use fewer seeds per run, more devices or a smaller buffer"
+        )
+
+
+def check_program(compiled: jax.stages.Compiled, stage: str) -> None:
+    """Raises ValueError if running ``compiled`` (its inputs already allocated) needs more than
+    90% of what a device can still allocate, by XLA's memory analysis: outputs plus temporaries
+    (activations of every member) less the buffers it reuses."""
+    mem = compiled.memory_analysis()
+    if mem is None:  # a backend without the analysis
+        return
+    need = mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+    limit = device_memory()
+    if need > 0.9 * limit:
+        raise ValueError(
+            f"stage {stage!r}: one training chunk needs ~{need / 2**30:.2f} GiB more per device "
+            f"(XLA's estimate: {mem.temp_size_in_bytes / 2**30:.2f} GiB of temporaries such as "
+            f"activations, {mem.output_size_in_bytes / 2**30:.2f} GiB of outputs), but a device "
+            f"can still allocate {limit / 2**30:.2f} GiB; use fewer seeds per run, more "
+            "devices, a smaller batch or more microbatches"
         )
