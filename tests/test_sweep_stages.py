@@ -15,6 +15,7 @@ from scpr_jax.runs import RunDir
 from scpr_jax.stages import run_stage
 from scpr_jax.stages import sweep as lib
 from scpr_jax.stages.common import load_data, stage_key
+from scpr_jax.stages.downstream import OMEGA
 from scpr_jax.stages.sweep_skills import dynamic_settings, stage_programs
 from scpr_jax.train import Members
 from scpr_jax.train.sweep import sweepable
@@ -161,11 +162,15 @@ def test_downstream_hand_lists_name_real_leaves():
         return td3_init(k, env.obs_size, env.action_size, env.action_size, cfg.td3bc.oracle, 1.0)
 
     leaves = sweepable(jax.eval_shape(jax.vmap(offline), keys), 2)
-    assert set(lib.DYNAMIC["down"].values()) <= set(leaves)
+    assert set(lib.DYNAMIC["down"].values()) | {"omega"} <= set(leaves)  # + reward weight
     assert set(lib.DYNAMIC["down"]) <= set(cfg.td3bc.oracle)
     online = jax.vmap(lambda k: online_init(k, env, skill, cfg.td3.oracle))
-    assert set(lib.DYNAMIC["online"].values()) <= set(sweepable(jax.eval_shape(online, keys), 2))
+    online_leaves = set(sweepable(jax.eval_shape(online, keys), 2))
+    assert set(lib.DYNAMIC["online"].values()) | {"cost_weight"} <= online_leaves
     assert set(lib.DYNAMIC["online"]) <= set(cfg.td3.oracle)
+    for method, key in OMEGA.items():  # the settings omega stands for exist
+        section, name = key.split(".")
+        assert name in cfg[section], (method, key)
 
 
 def test_set_splits_overrides_from_axes():
