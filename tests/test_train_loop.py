@@ -54,6 +54,14 @@ def test_resume_matches_uninterrupted(tmp_path):
     assert [int(r.split(",")[0]) for r in rows] == list(range(10, 101, 10))
 
 
+def test_a_checkpoint_of_another_state_is_refused_with_the_directory(tmp_path):
+    data, chunk = _regression()
+    train_loop("probe", _init(0), chunk, data, 10, 10, tmp_path)
+    other = _init(0).replace(algo={"w": jnp.zeros(3), "lr": jnp.float32(0.1)})  # a new leaf
+    with pytest.raises(ValueError, match=r"stage 'probe': cannot restore checkpoint 10 of .*ckpt"):
+        train_loop("probe", other, chunk, data, 20, 10, tmp_path)
+
+
 def test_nan_stops_with_stage_and_step(tmp_path):
     def update(w, batch, key):
         return w * jnp.nan, {"loss": jnp.sum(w * jnp.nan)}

@@ -120,6 +120,19 @@ def _check_finite(stage: str, step: int, metrics: dict[str, np.ndarray]) -> None
             )
 
 
+def _restore(manager: ocp.CheckpointManager, step: int, loop: LoopState, stage: str) -> LoopState:
+    """The checkpoint of ``step`` in the structure of ``loop``; ValueError naming the directory
+    when it does not fit (another version's or another setting's state, or a damaged file)."""
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(loop))
+    except Exception as err:  # orbax raises several types for a tree that does not match
+        raise ValueError(
+            f"stage {stage!r}: cannot restore checkpoint {step} of {manager.directory}; it was "
+            "made for another state (an older scpr-jax or other settings) or is damaged. "
+            f"Delete that stage directory to retrain it. ({type(err).__name__}: {err})"[:2000]
+        ) from err
+
+
 def train_loop(
     stage: str,
     loop: LoopState,
@@ -151,7 +164,7 @@ def train_loop(
     resume = manager.latest_step()
     loop, data = place(loop, n_seeds, data)  # the seed axis sharded over all devices
     if resume is not None:
-        loop = manager.restore(resume, args=ocp.args.StandardRestore(loop))
+        loop = _restore(manager, resume, loop, stage)
     start = int(np.max(distributed.fetch(loop.step)))
     step_fn = jax.vmap(chunk, in_axes=(0, None)) if n_seeds else chunk
     step_fn = jax.jit(step_fn)
