@@ -10,6 +10,7 @@ import pytest
 
 from scpr_jax.data.preferences import PreferenceSets
 from scpr_jax.data.types import Trajectories
+from scpr_jax.downstream.offline import training_reward
 from scpr_jax.skills import reward_models as rm
 
 # compiling dominates most tests here: skip most XLA passes, except for the long probe runs
@@ -97,11 +98,11 @@ def test_relabelling_arithmetic():
     np.testing.assert_allclose([stats.mean, stats.std], [2.5, np.sqrt(1.25)], rtol=1e-6)
     # RC(0.25): 0.75 * r_new + 0.25 * (s_0 - 2.5) / sqrt(1.25)
     z = np.array([-1.5, -0.5, 0.5, 1.5]) / np.sqrt(1.25)
-    rc = rm.relabel_rc(trajs, params, 0.25, stats)
+    rc = training_reward(0.25, trajs.reward, rm.rc_term(trajs, params, stats))
     np.testing.assert_allclose(rc, 0.75 * np.array([0, 1, 0, -1]) + 0.25 * z, rtol=1e-5)
     np.testing.assert_allclose(rc, [-0.33541, 0.63820, 0.11180, -0.41459], atol=1e-5)
     # SOPL: r_new + 0.5 * (s_0 - 2.5)
-    sopl = rm.relabel_sopl(trajs, params, stats)
+    sopl = training_reward(0.5, trajs.reward, rm.sopl_term(trajs, params, stats))
     np.testing.assert_allclose(sopl, [-0.75, 0.75, 0.25, -0.25], rtol=1e-6)
     # chunked prediction with a remainder gives the same rewards
     np.testing.assert_allclose(rm.predict_rewards(params, trajs, chunk=3), [1, 2, 3, 4])

@@ -9,12 +9,11 @@ labelled pairs treated as one crowd), on goal-stripped observations:
            loss  = BCE(logit, y)   (privileged: R_task is the labelling user's true task return
                                     sum_t r_user, without cost, so r_psi fits the safety residual)
 
-Downstream the offline data D_tau is relabelled (pure functions `relabel_rc`, `relabel_sopl`;
-the downstream stage keeps r_new and the term `rc_term` / `sopl_term` apart, so that omega
-can be a vmapped sweep axis):
+Downstream the offline data D_tau is relabelled as r' = r_new + omega * term (the term of
+`rc_term` / `sopl_term`, kept apart from r_new so that omega can be a vmapped sweep axis):
 
-    RC(omega): r' = (1 - omega) * r_new + omega * (r_hat - mean) / std
-    SOPL:      r' = r_new + w * (r_psi - mean),   w = 0.5
+    RC(omega): r' = (1 - omega) * r_new + omega * (r_hat - mean) / std   (term r_hat_std - r_new)
+    SOPL:      r' = r_new + w * (r_psi - mean),   w = 0.5               (term r_psi - mean)
 
 Our reading of SOPL's "combined with r_new at weight 0.5 (mean-centred)": r_new keeps weight 1
 and only the residual is scaled by 0.5 after subtracting its mean over D_tau. It is not
@@ -257,17 +256,3 @@ def rc_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> ja
 def sopl_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> jax.Array:
     """SOPL's centred residual r_psi - mean of every row, so r' = r_new + w * term.  -> [N]."""
     return predict_rewards(params, trajs) - stats.mean
-
-
-def relabel_rc(
-    trajs: Trajectories, params: RewardParams, omega: jax.Array, stats: RewardStats
-) -> jax.Array:
-    """RC reward (1 - omega) * r_new + omega * (r_hat - mean) / std of every row.  -> [N]."""
-    return trajs.reward + omega * rc_term(trajs, params, stats)
-
-
-def relabel_sopl(
-    trajs: Trajectories, params: RewardParams, stats: RewardStats, weight: jax.Array = 0.5
-) -> jax.Array:
-    """SOPL reward r_new + weight * (r_psi - mean) of every row.  -> [N]."""
-    return trajs.reward + weight * sopl_term(trajs, params, stats)

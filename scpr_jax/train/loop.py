@@ -129,7 +129,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, loop: LoopState, stage: 
         raise ValueError(
             f"stage {stage!r}: cannot restore checkpoint {step} of {manager.directory}; it was "
             "made for another state (an older scpr-jax or other settings) or is damaged. "
-            f"Delete that stage directory to retrain it. ({type(err).__name__}: {err})"[:2000]
+            "Delete that stage directory to retrain it (orbax's error is above)."
         ) from err
 
 
