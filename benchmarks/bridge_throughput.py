@@ -29,7 +29,7 @@ import numpy as np
 from machine import load_average, new_report, report_header
 
 from scpr_jax.bridge import make
-from scpr_jax.bridge.sims import SIMS
+from scpr_jax.bridge.registry import bridged_names
 from scpr_jax.runs import atomic_write_json, atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,7 +152,8 @@ def to_markdown(report: dict) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", default=",".join(SIMS), help="comma-separated task names")
+    real = sorted({n.removeprefix("real:").partition("/")[0] for n in bridged_names()})
+    parser.add_argument("--envs", default=",".join(real), help="comma-separated task names")
     parser.add_argument("--copies", default="1,8", help="comma-separated copy counts")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of a timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
@@ -166,8 +167,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.envs = [e for e in args.envs.split(",") if e]
     for task in args.envs:
-        if task not in SIMS:
-            parser.error(f"unknown env {task!r}; valid: {', '.join(SIMS)}")
+        if task not in real:
+            parser.error(f"unknown env {task!r}; valid: {', '.join(real)}")
     try:
         args.copies = [int(c) for c in args.copies.split(",") if c]
     except ValueError:

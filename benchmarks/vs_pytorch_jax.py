@@ -17,16 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scpr_jax import methods
+from scpr_jax import skill as highlevel
 from scpr_jax.agents import iql, sac
 from scpr_jax.agents.iql import iql_config
-from scpr_jax.agents.td3 import td3_init, td3_update, td3bc_config
+from scpr_jax.agents.td3 import td3_init, td3_update
 from scpr_jax.data.collect import collect_config
 from scpr_jax.data.preferences import label_config
-from scpr_jax.downstream import highlevel, offline, online
+from scpr_jax.downstream import offline, online
 from scpr_jax.envs import make_task
 from scpr_jax.nets import MLP
 from scpr_jax.skills import batches, cpl, train_cpl, vae
 from scpr_jax.skills.train_vae import model_config, vae_train_config
+from scpr_jax.skills.vpl import vpl_skill
 from scpr_jax.train import init_loop, make_chunk
 
 LATENT_DIM = 4  # z' (PAPER.md 3.3); the size of pi_h's action u
@@ -42,8 +45,8 @@ def _configs(component: str, settings: str, task: str):
         return cpl.cpl_config(settings, task), label_config(settings, task)
     if component in ("td3bc", "td3"):
         if component == "td3bc":
-            return td3bc_config(settings, task, "safe-vpl"), iql_config(settings, task)
-        return online.online_config(settings, task, "safe-vpl"), iql_config(settings, task)
+            return methods.td3bc_config(settings, task, "safe-vpl"), iql_config(settings, task)
+        return methods.online_config(settings, task, "safe-vpl"), iql_config(settings, task)
     if component == "sac":
         return (collect_config(settings),)
     raise ValueError(f"unknown component {component!r}")
@@ -111,7 +114,7 @@ def _skill(key, sz: dict) -> highlevel.Skill:
     mean = MLP(hidden, sz["act"]).init(key, jnp.zeros((1, sz["skill_obs"] + z)))
     policy = iql.PolicyParams(mean=mean, log_std=jnp.zeros(sz["act"]), hidden=hidden)
     prior = vae.VAEParams(None, None, jnp.zeros(z), jnp.zeros(z))
-    return highlevel.vpl_skill(policy, prior, sz["skill_obs"])
+    return vpl_skill(policy, prior, sz["skill_obs"])
 
 
 def workload(component: str, job: dict, d: dict, microbatches: int | None = None):

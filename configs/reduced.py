@@ -6,7 +6,8 @@ the ball tasks'). It checks that everything runs end to end; its numbers are not
 paper's and are recorded in the README as such.
 """
 
-from scpr_jax.config import METHODS, pipeline_config
+from scpr_jax import methods
+from scpr_jax.config import pipeline_config
 
 
 def get_config(task: str = "ant-vel"):
@@ -25,7 +26,7 @@ def get_config(task: str = "ant-vel"):
     cfg.iql.steps = 10_000
     cfg.rc.epochs = 10
     cfg.downstream.eval_episodes = 20
-    for m in METHODS:
-        td3 = cfg.td3bc[m.replace("-", "_")]
+    for m in methods.REGISTRY.values():
+        td3 = cfg.td3bc[m.section]
         td3.steps, td3.eval_every, td3.eval_episodes = 2_000, 1_000, 5
     return cfg

@@ -7,7 +7,15 @@ import json
 import os
 import sys
 
+import jax
+
+from scpr_jax import stages as lib
+from scpr_jax.config import apply_overrides, load_config, validate
+from scpr_jax.demo import run_demo
 from scpr_jax.envs import TASKS, env_names
+from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.stages.sweep import parse_axes, parse_seeds, run_sweep, split_sets
+from scpr_jax.train.distributed import maybe_initialize
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
@@ -17,8 +25,6 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from scpr_jax.demo import run_demo
-
     tasks = args.envs.split(",") if args.envs else list(TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -49,9 +55,6 @@ def _pipeline_args(p: argparse.ArgumentParser, set_help: str = "") -> None:
 
 
 def _setup(args: argparse.Namespace):
-    from scpr_jax.config import apply_overrides, load_config, validate
-    from scpr_jax.runs import RunDir, atomic_write_json
-
     cfg = load_config(args.config, args.env, args.preset)
     cfg = apply_overrides(cfg, args.set)
     validate(cfg)
@@ -59,9 +62,7 @@ def _setup(args: argparse.Namespace):
     run = RunDir(workdir)
     saved = run.root / "config.json"
     if saved.exists():
-        from scpr_jax.stages import check_settings
-
-        check_settings(run, json.loads(saved.read_text()), cfg)
+        lib.check_settings(run, json.loads(saved.read_text()), cfg)
     atomic_write_json(saved, cfg.to_dict())
     print(f"run directory: {run.root.absolute()}")
     return cfg, run
@@ -71,8 +72,6 @@ def _cmd_stage(*stages: str):
     """A command running ``stages``; "upstream" expands to what ``cfg.methods`` need."""
 
     def cmd(args: argparse.Namespace) -> int:
-        from scpr_jax import stages as lib
-
         cfg, run = _setup(args)
 
         def expand(stage: str) -> list[str]:  # only the command's own: online checks its env
@@ -89,9 +88,6 @@ def _cmd_stage(*stages: str):
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from scpr_jax.config import load_config
-    from scpr_jax.stages.sweep import parse_axes, parse_seeds, run_sweep, split_sets
-
     seeds = parse_seeds(args.seeds)  # before any work: bad input fails at start-up
     base = load_config(args.config, args.env, args.preset)
     args.set, axes = split_sets(args.set, args.stage, base)  # one value: a plain override
@@ -191,8 +187,6 @@ def _compilation_cache() -> None:
     skips compilation. ``SCPR_XLA_CACHE`` sets the directory ("" turns it off)."""
     path = os.environ.get("SCPR_XLA_CACHE", os.path.expanduser("~/.cache/scpr-jax/xla"))
     if path:
-        import jax
-
         jax.config.update("jax_compilation_cache_dir", path)
 
 
@@ -202,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
     try:
-        from scpr_jax.train.distributed import maybe_initialize
-
         maybe_initialize(os.environ)  # several hosts: SCPR_COORDINATOR, ... (README)
         _compilation_cache()
         return args.func(args)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import ml_collections
 
+from scpr_jax import methods
 from scpr_jax.agents.iql import iql_config, validate_iql_config
-from scpr_jax.agents.td3_config import METHODS, td3bc_config, validate_td3_config
+from scpr_jax.agents.td3_config import validate_td3_config
 from scpr_jax.data.collect import collect_config, validate_config
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
-from scpr_jax.downstream.online import ONLINE_METHODS, online_config
 from scpr_jax.envs import TASKS
 from scpr_jax.envs.registry import REAL
 from scpr_jax.skills.cpl import cpl_config, validate_cpl_config
@@ -40,7 +40,7 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.env = env  # task name (see `scpr envs`), or real:<task> (host-side real simulator)
     cfg.preset = preset  # "small" (2-core CPU) or "paper" (PAPER.md settings, accelerators)
     cfg.seed = 0  # root seed; every stage folds in its own stream
-    cfg.methods = DEFAULT_METHODS  # downstream methods compared (see METHODS)
+    cfg.methods = DEFAULT_METHODS  # downstream methods compared (`scpr_jax.methods.REGISTRY`)
     cfg.collect = collect_config(preset)  # D_tau collection (goal-conditioned SAC)
     cfg.label = label_config(preset, task)  # crowd preference sets D_pref
     cfg.value = value_config(preset)  # per-user value functions (regret labels only)
@@ -55,11 +55,11 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
     cfg.eval_episodes = 20  # episodes per (latent, user) in the skill evaluation
     cfg.eval_max_steps = 0  # episode length of every evaluation rollout; 0: the task's default
     cfg.td3bc = ml_collections.ConfigDict(
-        {m.replace("-", "_"): td3bc_config(preset, task, m) for m in METHODS}
+        {m.section: m.offline_config(preset, task) for m in methods.REGISTRY.values()}
     )  # offline TD3+BC of each method's high-level policy (td3bc.safe_vpl.beta_reg, ...)
-    cfg.online_methods = DEFAULT_ONLINE  # methods of `scpr online` (see ONLINE_METHODS)
+    cfg.online_methods = DEFAULT_ONLINE  # methods of `scpr online` (those with m.online)
     cfg.td3 = ml_collections.ConfigDict(
-        {m.replace("-", "_"): online_config(preset, task, m) for m in ONLINE_METHODS}
+        {m.section: m.online_config(preset, task) for m in methods.REGISTRY.values() if m.online}
     )  # online TD3 of each method's high-level policy (td3.oracle.steps, ...)
     cfg.downstream = ml_collections.ConfigDict()
     cfg.downstream.seeds = (0, 1, 2)  # downstream seeds trained vmapped per method
@@ -81,18 +81,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check_env(cfg.env)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
-    methods = tuple(cfg.methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods or len(set(methods)) != len(methods):
-        raise ValueError(
-            f"methods={methods!r} invalid; give distinct names from {', '.join(METHODS)}"
-        )
-    online = tuple(cfg.online_methods)
-    if any(m not in ONLINE_METHODS for m in online) or len(set(online)) != len(online):
-        raise ValueError(
-            f"online_methods={online!r} invalid; give distinct names from "
-            f"{', '.join(ONLINE_METHODS)}"
-        )
+    for field, valid in (("methods", methods.names()), ("online_methods", methods.names(True))):
+        chosen = tuple(cfg[field])
+        if any(m not in valid for m in chosen) or not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(
+                f"{field}={chosen!r} invalid; give distinct names from {', '.join(valid)}"
+            )
     validate_config(cfg.collect)
     validate_label_config(cfg.label)
     for field in ("steps", "chunk", "batch_size"):
@@ -106,10 +100,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         validate_reward_config(cfg[kind])
         if cfg[kind].kind != kind:
             raise ValueError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
-    for m in METHODS:
-        validate_td3_config(cfg.td3bc[m.replace("-", "_")])
-    for m in ONLINE_METHODS:
-        validate_td3_config(cfg.td3[m.replace("-", "_")])
+    for m in methods.REGISTRY.values():
+        m.learner.validate(cfg.td3bc[m.section])
+        if m.online:
+            validate_td3_config(cfg.td3[m.section])
     seeds = tuple(cfg.downstream.seeds)
     if not seeds or any(not isinstance(x, int) or x < 0 for x in seeds):
         raise ValueError(f"downstream.seeds={seeds!r} must be non-negative integers")

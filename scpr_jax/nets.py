@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 
 class MLP(nn.Module):
@@ -30,6 +29,4 @@ def leaky_relu(x: jax.Array) -> jax.Array:
     return nn.leaky_relu(x, negative_slope=0.2)
 
 
-def squash(x: jax.Array) -> jax.Array:
-    """tanh squashing of actions into [-1, 1]."""
-    return jnp.tanh(x)
+ACTIVATIONS = {"relu": nn.relu, "leaky_relu": leaky_relu}  # by name, for saved descriptions

@@ -19,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from torch_ref import agents, data, nets, skills  # noqa: E402
 
+from scpr_jax import methods  # noqa: E402
+from scpr_jax import skill as highlevel  # noqa: E402
 from scpr_jax.agents import iql, sac, td3  # noqa: E402
 from scpr_jax.data.collect import collect_config  # noqa: E402
-from scpr_jax.downstream import highlevel  # noqa: E402
 from scpr_jax.nets import MLP  # noqa: E402
 from scpr_jax.skills import batches, cpl, vae  # noqa: E402
+from scpr_jax.skills.vpl import vpl_skill  # noqa: E402
 
 B, OBS, ACT, Z, P, L = 5, 4, 2, 2, 3, 4  # batch, obs, action, latent, pairs, steps
 HIDDEN = (8, 8)
@@ -164,7 +166,7 @@ def _skill(prior_mean, prior_logvar):
     mean = MLP((8,), ACT).init(jax.random.key(5), jnp.zeros((1, OBS + Z)))
     policy = iql.PolicyParams(mean=mean, log_std=jnp.zeros(ACT), hidden=(8,))
     prior = vae.VAEParams(None, None, jnp.asarray(prior_mean), jnp.asarray(prior_logvar))
-    skill = highlevel.vpl_skill(policy, prior, OBS)
+    skill = vpl_skill(policy, prior, OBS)
     ref = agents.VPLSkill(OBS, Z, ACT, (8,), torch.tensor(prior_mean),
                           torch.tensor(np.exp(0.5 * np.asarray(prior_logvar))))  # fmt: skip
     nets.load_mlp(ref.mean, mean["params"])
@@ -174,7 +176,7 @@ def _skill(prior_mean, prior_logvar):
 def test_td3_through_skill_matches_jax():
     policy_freq = 2  # odd steps update the critic only, even ones the actor and targets too
     skill, ref = _skill([0.3, -0.2], [-0.5, 0.4])
-    cfg = td3.td3bc_config("small", "ball-run", "safe-vpl").unlock()
+    cfg = methods.td3bc_config("small", "ball-run", "safe-vpl").unlock()
     cfg.hidden, cfg.policy_freq = HIDDEN, policy_freq
     obs_full = OBS + 1  # the goal is the observation's tail: the skill must drop it
     state = td3.td3_init(jax.random.key(0), obs_full, Z, ACT, cfg, highlevel.u_bound(skill))

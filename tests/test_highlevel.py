@@ -5,13 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scpr_jax import methods
+from scpr_jax import skill as hl
 from scpr_jax.agents import iql, td3
 from scpr_jax.data.types import Trajectories
-from scpr_jax.downstream import highlevel as hl
 from scpr_jax.downstream import offline
+from scpr_jax.skill import skill_obs
 from scpr_jax.skills import cpl
 from scpr_jax.skills.vae import VAEParams
-from scpr_jax.skills.vpl import skill_obs
+from scpr_jax.skills.vpl import vpl_skill
 
 OBS, GOAL, ACT, Z = 3, 1, 2, 2  # goal-free obs, goal features, actions, latent sizes
 PRIOR = VAEParams(
@@ -58,7 +60,7 @@ def trajectories(key, n, obs_size, action_size, reward_fn=None, terminal=False):
 
 
 def test_latent_mapping_and_bounds():
-    skill = hl.cpl_skill(cpl_params(jax.random.PRNGKey(0)), PRIOR, OBS)
+    skill = cpl.cpl_skill(cpl_params(jax.random.PRNGKey(0)), PRIOR, OBS)
     u = jnp.array([[1.0, 2.0], [-3.0, 0.0]])
     np.testing.assert_allclose(hl.latent(skill, u), [[1.0, 3.0], [-1.0, -1.0]], rtol=1e-6)
     assert hl.u_bound(skill) == 3.0 and hl.latent_size(skill) == Z and hl.action_size(skill) == ACT
@@ -77,7 +79,7 @@ def test_vpl_and_cpl_skills_execute_their_policy_on_the_goal_free_obs():
         "iql": iql.policy_action(policy, skill_obs(obs[..., :OBS], z)),
         "cpl": cpl.cpl_action(decoder, obs[..., :OBS], z),
     }
-    for skill in (hl.vpl_skill(policy, PRIOR, OBS), hl.cpl_skill(decoder, PRIOR, OBS)):
+    for skill in (vpl_skill(policy, PRIOR, OBS), cpl.cpl_skill(decoder, PRIOR, OBS)):
         a = hl.execute(skill, obs, u)
         assert a.shape == (4, 5, ACT)
         close(a, expected[skill.kind])
@@ -88,13 +90,13 @@ def test_vpl_and_cpl_skills_execute_their_policy_on_the_goal_free_obs():
 def test_skill_constructors_reject_mismatches():
     policy = iql_policy(jax.random.PRNGKey(1))
     with pytest.raises(ValueError, match="takes 5 input features; obs_size=4 plus latent size 2"):
-        hl.vpl_skill(policy, PRIOR, OBS + 1)
+        vpl_skill(policy, PRIOR, OBS + 1)
     batched = PRIOR.replace(prior_mean=jnp.zeros((3, Z)), prior_logvar=jnp.zeros((3, Z)))
     with pytest.raises(ValueError, match="unbatched"):
-        hl.vpl_skill(policy, batched, OBS)
+        vpl_skill(policy, batched, OBS)
     seeds = jax.tree.map(lambda x: jnp.stack([x, x]), policy)
     with pytest.raises(ValueError, match="select one seed"):
-        hl.vpl_skill(seeds, PRIOR, OBS)
+        vpl_skill(seeds, PRIOR, OBS)
     with pytest.raises(ValueError, match="unknown skill kind 'gpt'"):
         hl.execute(hl.Skill(policy, PRIOR.prior_mean, PRIOR.prior_mean, "gpt", OBS), jnp.ones(4), 0)
 
@@ -108,7 +110,7 @@ def test_offline_data_and_method_checks(tmp_path):
         offline.offline_data(trajs, jnp.zeros(10), hl.identity_skill(OBS, 3))
     data = offline.offline_data(trajs, jnp.arange(10.0), skill)
     assert data.terminated.dtype == jnp.float32
-    cfg = td3.td3bc_config("small", "ball-run", "safe-vpl")
+    cfg = methods.td3bc_config("small", "ball-run", "safe-vpl")
     with pytest.raises(ValueError, match="'safe-vpl' acts through a 'iql' skill; got 'identity'"):
         offline.train_offline(jax.random.PRNGKey(0), data, cfg, tmp_path)
     batch, sk = jax.jit(offline.offline_sampler(64))(jax.random.PRNGKey(1), data)
@@ -119,7 +121,7 @@ def test_offline_data_and_method_checks(tmp_path):
 
 
 def tiny_config(method, **overrides):
-    cfg = td3.td3bc_config("small", "ball-run", method).unlock()
+    cfg = methods.td3bc_config("small", "ball-run", method).unlock()
     cfg.hidden, cfg.batch_size, cfg.steps, cfg.chunk = (16,), 32, 40, 20
     for name, value in overrides.items():
         cfg[name] = value
@@ -130,7 +132,7 @@ def tiny_config(method, **overrides):
 def test_seed_vmap_matches_separate_runs(tmp_path):
     policy = iql_policy(jax.random.PRNGKey(1))
     trajs = trajectories(jax.random.PRNGKey(0), 256, OBS + GOAL, ACT, lambda a: a[:, 0])
-    data = offline.offline_data(trajs, trajs.reward, hl.vpl_skill(policy, PRIOR, OBS))
+    data = offline.offline_data(trajs, trajs.reward, vpl_skill(policy, PRIOR, OBS))
     cfg, key = tiny_config("safe-vpl"), jax.random.PRNGKey(7)
     seen = []
     both = offline.train_offline(key, data, cfg, tmp_path / "v", seeds=(0, 1, 2, 3),
@@ -175,7 +177,7 @@ def probe(skill, method, bc_alpha, steps=1500, **overrides):
     )
     trajs = trajs.replace(obs=jnp.ones_like(trajs.obs), next_obs=jnp.ones_like(trajs.obs))
     data = offline.offline_data(trajs, trajs.reward, skill)
-    cfg = td3.td3bc_config("small", "ball-run", method).unlock()
+    cfg = methods.td3bc_config("small", "ball-run", method).unlock()
     cfg.hidden, cfg.batch_size, cfg.steps, cfg.chunk, cfg.lr = (64, 64), 128, steps, steps, 1e-3
     cfg.bc_alpha = bc_alpha
     for name, value in overrides.items():
@@ -196,7 +198,8 @@ def test_probe_through_a_fixed_linear_skill_finds_the_best_action():
     # a = tanh(0 * s + z'), z' = 0.2 + 0.5 * u: the best a = 0.5 needs u ~ 0.70
     net = {"params": {"MLP_0": {"Dense_0": {"kernel": jnp.array([[0.0], [0.0], [1.0]]),
                                             "bias": jnp.zeros(1)}}}}  # fmt: skip
-    params = cpl.PolicyParams(net=net, hidden=(), action_size=1)
-    skill = hl.Skill(params, jnp.array([0.2]), jnp.array([0.5]), kind="cpl", obs_size=2)
+    mlp = {"params": net["params"]["MLP_0"]}  # the decoder's MLP, as `cpl.cpl_skill` keeps it
+    skill = hl.Skill(mlp, jnp.array([0.2]), jnp.array([0.5]), kind="cpl", obs_size=2,
+                     n_actions=1, activation="leaky_relu")  # fmt: skip
     action, optimum = probe(skill, "safe-cpl", bc_alpha=100.0, beta_reg=0.0)
     assert abs(optimum - 0.5) < 0.01 and abs(action - 0.5) < 0.04, (action, optimum)

@@ -10,9 +10,10 @@ import optax
 import pytest
 
 from scpr_jax.agents import iql
+from scpr_jax.agents import losses as rl_losses
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make_task
-from scpr_jax.skills import losses, vae, vpl
+from scpr_jax.skills import vae, vpl
 from scpr_jax.train import LoopState, make_chunk, set_leaves, train_loop
 from scpr_jax.train.sweep import sweepable
 
@@ -106,7 +107,7 @@ def test_value_loss_matches_numpy(expectile):
     reference = np.mean(np.abs(expectile - (u < 0)) * u**2)
     loss, _ = iql.value_loss(state.v, state, {"obs": s, "action": a})
     np.testing.assert_allclose(loss, reference, rtol=1e-5)
-    np.testing.assert_allclose(loss, np.mean(losses.expectile_loss(u, expectile)), rtol=1e-5)
+    np.testing.assert_allclose(loss, np.mean(rl_losses.expectile_loss(u, expectile)), rtol=1e-5)
 
 
 def bandit(key, n, obs_size=2):

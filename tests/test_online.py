@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scpr_jax.downstream import highlevel as hl
+from scpr_jax import methods
+from scpr_jax import skill as hl
 from scpr_jax.downstream import online
 from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make, make_task
-from scpr_jax.skills import cpl
+from scpr_jax.evaluation import downstream_returns_fn
 
 ENV = "ball-run/downstream"
 TASK = make_task("ball-run")
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 
 def tiny_config(method="task-only", **overrides):
     """2 envs, chunks of 500 transitions (one full episode per env), 2 chunks, wrapping buffer."""
-    cfg = online.online_config("small", "ball-run", method).unlock()
+    cfg = methods.online_config("small", "ball-run", method).unlock()
     cfg.hidden, cfg.batch_size, cfg.n_envs, cfg.chunk, cfg.steps = (16,), 32, 2, 500, 1000
     cfg.warmup_steps, cfg.buffer_size, cfg.eval_every = 300, 600, 0
     for name, value in overrides.items():
@@ -95,13 +96,14 @@ def linear_cpl_skill(prior_std):
     """A latent skill a = tanh(z'), z' = prior_std * u (the observation is ignored)."""
     kernel = np.concatenate([np.zeros((TASK.obs_size, 2)), np.eye(2)]).astype(np.float32)
     net = {"params": {"MLP_0": {"Dense_0": {"kernel": kernel, "bias": np.zeros(2, np.float32)}}}}
-    params = cpl.PolicyParams(net=net, hidden=(), action_size=2)
     return hl.Skill(
-        params=params,
+        params={"params": net["params"]["MLP_0"]},  # the decoder's MLP (`cpl.cpl_skill`)
         prior_mean=jnp.zeros(2),
         prior_std=jnp.full(2, prior_std),
         kind="cpl",
         obs_size=TASK.obs_size,
+        n_actions=2,
+        activation="leaky_relu",
     )
 
 
@@ -150,15 +152,15 @@ def test_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         online.train_online(key, "ball-circle", IDENTITY, cfg, tmp_path)
     with pytest.raises(ValueError, match="unknown online method 'rc'"):
-        online.online_config("small", "ball-run", "rc")
+        methods.online_config("small", "ball-run", "rc")
 
 
 def test_online_config():
-    assert online.online_config("paper", "ant-vel", "task-only").beta_reg == 0.0
-    paper = online.online_config("paper", "ant-vel", "safe-vpl")
+    assert methods.online_config("paper", "ant-vel", "task-only").beta_reg == 0.0
+    paper = methods.online_config("paper", "ant-vel", "safe-vpl")
     assert (paper.beta_reg, paper.q_scale, paper.bc_weight, paper.steps) == (0.01, 200, 0, 2e6)
     assert (paper.expl_noise, paper.warmup_steps, paper.warmup_u_std) == (0.1, 10_000, 3.0)
-    small = online.online_config("small", "ball-run", "task-only")
+    small = methods.online_config("small", "ball-run", "task-only")
     assert (small.steps, small.method) == (20_000, "task-only")
 
 
@@ -262,9 +264,21 @@ def test_identity_td3_learns_ball_run(tmp_path):
         hidden=(32, 32), batch_size=64, lr=1e-3, n_envs=1, chunk=1000, steps=10_000,
         warmup_steps=1000, buffer_size=10_000,
     )  # fmt: skip
-    evaluate = online.online_evaluator(jax.random.PRNGKey(1), "ball-run", IDENTITY, 50)
+    evaluate = online_evaluator(jax.random.PRNGKey(1), "ball-run", IDENTITY, 50)
     online.train_online(jax.random.PRNGKey(0), ENV, IDENTITY, cfg, tmp_path, evaluate=evaluate)
     final = float(json.loads((tmp_path / "eval.jsonl").read_text())["return"])
     baseline = random_policy_return()
     assert 60 < baseline < 100
     assert final > baseline + 60, (final, baseline)
+
+
+def online_evaluator(key, task: str, skill, n_episodes: int):
+    """``evaluate(loop) -> {"return", "cost"}`` of one seed's state for `train_online`; the
+    key is folded with the step, so evaluations differ over training."""
+    one = jax.jit(downstream_returns_fn(task, n_episodes, lambda p, obs: act(p[0], p[1], obs)))
+
+    def evaluate(loop) -> dict:
+        ret, cost = one(jax.random.fold_in(key, jnp.max(loop.step)), (loop.algo.td3, skill))
+        return {"return": ret.mean(-1), "cost": cost.mean(-1)}
+
+    return evaluate

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scripted import scripted_trajectories
 
 from scpr_jax.data import labels, preferences, segments, theory, value
-from scpr_jax.data.scripted import scripted_trajectories
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make_task
 

@@ -7,9 +7,9 @@ from functools import partial
 import jax
 import numpy as np
 import pytest
+from scripted import scripted_trajectories
 
 from scpr_jax.data.preferences import label_config, make_preferences
-from scpr_jax.data.scripted import scripted_trajectories
 from scpr_jax.envs import make_task
 from scpr_jax.skills import cpl, reward_models
 from scpr_jax.skills.train_cpl import train_cpl

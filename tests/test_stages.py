@@ -1,5 +1,6 @@
 """The scpr command's stages on a tiny preset: artifacts, summaries, skip-on-rerun, bad input."""
 
+import importlib
 import json
 
 import numpy as np
@@ -109,7 +110,7 @@ PREFS_TINY = [
 ]  # fmt: skip
 
 
-def test_skills_stage_runs_every_methods_stages(tmp_path, capsys):
+def test_skills_stage_runs_every_methods_stages(tmp_path, capsys, monkeypatch):
     workdir = tmp_path / "run"
     methods = ["--set", "methods=safe-vpl,safe-cpl,rc,sopl"]
     args = ["skills", "--workdir", str(workdir), *TINY, *SKILLS_TINY, *PREFS_TINY, *methods]
@@ -131,6 +132,44 @@ def test_skills_stage_runs_every_methods_stages(tmp_path, capsys):
     np.testing.assert_array_equal(partial.starts1, regret.starts1)
     assert cli.main(args) == 0  # everything done: skipped
     assert capsys.readouterr().out.count("already done") == 7
+    for stage, names in (("vpl", ("skill", "vae")), ("cpl", ("skill", "vae")),
+                         ("reward-rc", ("reward",)), ("reward-sopl", ("reward",))):  # fmt: skip
+        for name in names:
+            assert json.loads((workdir / stage / f"{name}.json").read_text())["version"] == 1
+    # every method's downstream stage (the new TD3+BC-Lagrangian too) acts through the saved
+    # artifacts: no earlier stage's training or evaluation code runs
+    _forbid(monkeypatch, *TRAINING)
+    everything = ("safe-vpl", "safe-cpl", "oracle", "task-only", "rc", "sopl", "td3bc-lag")
+    run = ["run", *args[1:], *_downstream_tiny(everything, steps=200)]
+    assert cli.main(run) == 0
+    out = capsys.readouterr().out
+    assert "[vpl] already done" in out and "| td3bc-lag |" in out
+    for m in everything:
+        assert len(json.loads((workdir / f"down-{m}" / "summary.json").read_text())["return"]) == 2
+
+
+def _forbid(monkeypatch, *targets):
+    """Makes every ``module:name`` raise if called (a training or evaluation entry point)."""
+    for target in targets:
+        module, name = target.split(":")
+
+        def called(*args, _name=target, **kwargs):
+            raise AssertionError(f"{_name} was called")
+
+        monkeypatch.setattr(importlib.import_module(module), name, called)
+
+
+TRAINING = (  # every training / skill-evaluation entry point of the stages before downstream
+    "scpr_jax.data.collect:collect", "scpr_jax.data.value:fit_user_values",
+    "scpr_jax.skills.train_vae:train_vae", "scpr_jax.skills.train_vae:evaluate",
+    "scpr_jax.skills.vpl:train_skills", "scpr_jax.skills.train_cpl:train_cpl",
+    "scpr_jax.skills.train_cpl:evaluate", "scpr_jax.skills.train_rewards:train_reward_model",
+    "scpr_jax.skills.evaluate:latent_returns", "scpr_jax.stages.skills:vpl_skills",
+    "scpr_jax.stages.skills:cpl_skills", "scpr_jax.stages.skills:reward_model",
+    "scpr_jax.stages.skills:train_vae", "scpr_jax.stages.skills:train_skills",
+    "scpr_jax.stages.skills:train_cpl", "scpr_jax.stages.skills:train_reward_model",
+    "scpr_jax.stages.skills:latent_returns",
+)  # fmt: skip
 
 
 def test_methods_setting_is_checked(tmp_path, capsys):

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scripted import scripted_trajectories
 
 from scpr_jax.data import preferences
-from scpr_jax.data.scripted import scripted_trajectories
 from scpr_jax.data.storage import (
     DatasetError,
     load_preferences,

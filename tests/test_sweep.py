@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scpr_jax import methods
+from scpr_jax import skill as hl
 from scpr_jax.agents import td3
 from scpr_jax.data.types import Trajectories
-from scpr_jax.downstream import highlevel as hl
 from scpr_jax.downstream import offline
 from scpr_jax.train import Members, grid, init_loop, set_leaves
 from scpr_jax.train.sweep import sweepable
@@ -33,7 +34,7 @@ def test_grid_is_values_outer_seeds_inner():
 
 
 def tiny(beta_reg=1.0):
-    cfg = td3.td3bc_config("small", "ball-run", "task-only").unlock()
+    cfg = methods.td3bc_config("small", "ball-run", "task-only").unlock()
     cfg.hidden, cfg.batch_size, cfg.steps, cfg.chunk, cfg.beta_reg = (16,), 32, 40, 20, beta_reg
     return cfg.lock()
 

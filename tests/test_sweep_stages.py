@@ -8,15 +8,14 @@ import pytest
 from conftest import assert_tree_close
 from test_stages import PREFS_TINY, SKILLS_TINY, TINY
 
-from scpr_jax import cli
+from scpr_jax import cli, methods
 from scpr_jax.config import apply_overrides, pipeline_config
 from scpr_jax.envs import make, make_task
 from scpr_jax.runs import RunDir
 from scpr_jax.stages import run_stage
 from scpr_jax.stages import sweep as lib
 from scpr_jax.stages.common import load_data, stage_key
-from scpr_jax.stages.downstream import OMEGA
-from scpr_jax.stages.sweep_skills import dynamic_settings, stage_programs
+from scpr_jax.stages.sweep_plans import dynamic_settings, stage_programs
 from scpr_jax.train import Members
 from scpr_jax.train.sweep import sweepable
 
@@ -151,8 +150,8 @@ def test_dynamic_settings_are_the_leaves_they_initialise(workdir, stage):
 
 def test_downstream_hand_lists_name_real_leaves():
     from scpr_jax.agents.td3 import td3_init
-    from scpr_jax.downstream.highlevel import identity_skill
     from scpr_jax.downstream.online import online_init
+    from scpr_jax.skill import identity_skill
 
     cfg, keys = pipeline_config(), jax.random.split(jax.random.PRNGKey(0), 2)
     env = make("ball-run/downstream")
@@ -162,13 +161,16 @@ def test_downstream_hand_lists_name_real_leaves():
         return td3_init(k, env.obs_size, env.action_size, env.action_size, cfg.td3bc.oracle, 1.0)
 
     leaves = sweepable(jax.eval_shape(jax.vmap(offline), keys), 2)
-    assert set(lib.DYNAMIC["down"].values()) | {"omega"} <= set(leaves)  # + reward weight
-    assert set(lib.DYNAMIC["down"]) <= set(cfg.td3bc.oracle)
+    down, online_map = methods.TD3BC.leaves, methods.base.TD3_LEAVES  # the learners' lists
+    assert set(down.values()) | {"omega"} <= set(leaves)  # + reward weight
+    assert set(down) <= set(cfg.td3bc.oracle)
     online = jax.vmap(lambda k: online_init(k, env, skill, cfg.td3.oracle))
     online_leaves = set(sweepable(jax.eval_shape(online, keys), 2))
-    assert set(lib.DYNAMIC["online"].values()) | {"cost_weight"} <= online_leaves
-    assert set(lib.DYNAMIC["online"]) <= set(cfg.td3.oracle)
-    for method, key in OMEGA.items():  # the settings omega stands for exist
+    assert set(online_map.values()) | {"cost_weight"} <= online_leaves
+    assert set(online_map) <= set(cfg.td3.oracle)
+    omega = {m.name: m.omega for m in methods.REGISTRY.values() if m.omega}
+    assert set(omega) == {"oracle", "rc", "sopl"}
+    for method, key in omega.items():  # the settings omega stands for exist
         section, name = key.split(".")
         assert name in cfg[section], (method, key)
 

@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scpr_jax import methods
+from scpr_jax import skill as hl
 from scpr_jax.agents import td3
-from scpr_jax.downstream import highlevel as hl
-from scpr_jax.skills import cpl
 
 # compiling dominates these tests (tiny programs, few steps): skip most XLA passes
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def small_config(method="safe-cpl", **overrides):
-    cfg = td3.td3bc_config("small", "ball-run", method).unlock()
+    cfg = methods.td3bc_config("small", "ball-run", method).unlock()
     cfg.hidden, cfg.batch_size, cfg.steps, cfg.chunk = (16,), 32, 40, 20
     for name, value in overrides.items():
         cfg[name] = value
@@ -29,13 +29,14 @@ def dense(kernel, bias):
 def linear_cpl_skill(kernel, prior_mean, prior_std, obs_size):
     """A "skill" a = tanh([s, z'] @ kernel) with z' = prior_mean + prior_std * u."""
     net = {"params": {"MLP_0": dense(kernel, np.zeros(np.shape(kernel)[1], np.float32))}}
-    params = cpl.PolicyParams(net=net, hidden=(), action_size=np.shape(kernel)[1])
     return hl.Skill(
-        params=params,
+        params={"params": net["params"]["MLP_0"]},  # the decoder's MLP (`cpl.cpl_skill`)
         prior_mean=jnp.asarray(prior_mean, jnp.float32),
         prior_std=jnp.asarray(prior_std, jnp.float32),
         kind="cpl",
         obs_size=obs_size,
+        n_actions=np.shape(kernel)[1],
+        activation="leaky_relu",
     )
 
 
@@ -198,19 +199,19 @@ def test_hyperparameters_are_a_vmap_axis():
 
 
 def test_configs():
-    paper = td3.td3bc_config("paper", "ball-circle", "safe-vpl")
+    paper = methods.td3bc_config("paper", "ball-circle", "safe-vpl")
     assert (paper.bc_alpha, paper.beta_reg, paper.steps, paper.batch_size) == (2000, 1.0, 2e6, 512)
-    assert td3.td3bc_config("paper", "ant-vel", "task-only").bc_alpha == 1.0
-    assert td3.td3bc_config("paper", "ball-run", "oracle").bc_alpha == 20.0
-    assert td3.td3bc_config("paper", "ball-run", "rc").beta_reg == 0.0
-    assert td3.td3bc_config("paper", "swimmer-vel", "sopl").steps == 1_000_000
+    assert methods.td3bc_config("paper", "ant-vel", "task-only").bc_alpha == 1.0
+    assert methods.td3bc_config("paper", "ball-run", "oracle").bc_alpha == 20.0
+    assert methods.td3bc_config("paper", "ball-run", "rc").beta_reg == 0.0
+    assert methods.td3bc_config("paper", "swimmer-vel", "sopl").steps == 1_000_000
     online = td3.td3_config("paper", "ant-vel")
     assert (online.q_scale, online.bc_weight, online.beta_reg, online.steps) == (200, 0, 0.01, 2e6)
     td3.validate_td3_config(online)
     with pytest.raises(ValueError, match="unknown method 'ours'"):
-        td3.td3bc_config("small", "ball-run", "ours")
+        methods.td3bc_config("small", "ball-run", "ours")
     with pytest.raises(ValueError, match="unknown env 'ball-jump'"):
-        td3.td3bc_config("small", "ball-jump", "oracle")
+        methods.td3bc_config("small", "ball-jump", "oracle")
     with pytest.raises(ValueError, match="unknown preset"):
         td3.td3_config("huge", "ball-run")
     bad = {"beta_reg": -1.0, "gamma": 1.5, "batch_size": 0, "policy_freq": 0, "lr": 0.0}
@@ -222,4 +223,4 @@ def test_configs():
     cfg = small_config().unlock()
     cfg.method = "x"
     with pytest.raises(ValueError, match="config.method='x'"):
-        td3.validate_td3_config(cfg)
+        methods.validate_td3_config(cfg)

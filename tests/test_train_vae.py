@@ -5,9 +5,9 @@ from functools import partial
 import jax
 import numpy as np
 import pytest
+from scripted import scripted_trajectories
 
 from scpr_jax.data.preferences import label_config, make_preferences
-from scpr_jax.data.scripted import scripted_trajectories
 from scpr_jax.envs import make_task
 from scpr_jax.skills.train_vae import train_vae, vae_train_config
 

@@ -21,10 +21,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from scpr_jax.agents.losses import awr_weight, expectile_loss
 from scpr_jax.agents.sac import TwinQ, soft_update
+from scpr_jax.envs import PaperSettings, task_class
 from scpr_jax.nets import MLP
 from scpr_jax.optim import ADAM, adam_step
-from scpr_jax.skills.losses import awr_weight, expectile_loss
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 PRESETS = ("small", "paper")
@@ -38,10 +39,11 @@ def iql_config(preset: str = "small", env: str | None = None) -> ml_collections.
     c.hidden = (1024, 1024, 1024, 1024)  # hidden widths of both Q, V, the policy mean (() = linear)
     c.lr = 1e-4  # Adam learning rate (the policy's decays to 0 by a cosine schedule)
     c.batch_size = 512  # transitions per update
-    c.steps = 200_000 if env == "ball-run" else 1_000_000  # updates (also the schedule length)
+    paper = PaperSettings(bc_alpha=(0.0, 0.0)) if env is None else task_class(env).paper
+    c.steps = paper.iql_steps  # updates (also the schedule length)
     c.chunk = 1000  # updates per jitted lax.scan chunk (logging/checkpoints between chunks)
     c.gamma = 0.99  # discount
-    c.expectile = 0.9 if env == "ball-reach" else 0.75  # tau of the expectile loss on V
+    c.expectile = paper.iql_expectile  # tau of the expectile loss on V (the task's)
     c.temperature = 10.0  # beta in the advantage weight exp(beta * (Q - V))
     c.max_weight = 100.0  # clip of the advantage weight
     c.tau = 0.005  # Polyak rate of the target critics

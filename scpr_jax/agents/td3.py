@@ -2,7 +2,7 @@
 acts through a frozen skill (PAPER.md 3.6).
 
 The actor outputs u = u_bound * tanh(MLP(s)); the frozen skill turns it into the environment
-action a = execute(skill, s, u) (`scpr_jax.downstream.highlevel`), and the twin critic scores
+action a = execute(skill, s, u) (`scpr_jax.skill`), and the twin critic scores
 Q(s, a) on environment actions, so pi_h is trained through Q and through pi_l. Offline TD3+BC
 and online TD3 share `td3_update`; they differ in the leaves q_scale, bc_weight and beta_reg:
 
@@ -25,16 +25,13 @@ from flax import struct
 
 from scpr_jax.agents.sac import TwinQ, soft_update
 from scpr_jax.agents.td3_config import (  # noqa: F401  (re-exported)
-    BC_ALPHA,
-    METHODS,
-    SKILL_KIND,
     td3_config,
     td3bc_config,
     validate_td3_config,
 )
-from scpr_jax.downstream.highlevel import Skill, execute
 from scpr_jax.nets import MLP
 from scpr_jax.optim import ADAM, adam_step
+from scpr_jax.skill import Skill, execute
 
 
 class Actor(nn.Module):

@@ -7,31 +7,18 @@ from __future__ import annotations
 
 import ml_collections
 
-from scpr_jax.envs import TASKS as ENV_TASKS
+from scpr_jax.envs import TASKS, task_class
+from scpr_jax.skill import KINDS
 
 PRESETS = ("small", "paper")
-TASKS = tuple(ENV_TASKS)
-SKILL_KIND = {"safe-vpl": "iql", "safe-cpl": "cpl"}  # the other methods act through "identity"
-METHODS = ("safe-vpl", "safe-cpl", "oracle", "task-only", "rc", "sopl")
-# bc_alpha (PAPER.md 3.6) of the skill methods and (PAPER.md 5) of Task-Only; the paper lists
-# no value for Oracle, RC and SOPL, which act in the same env-action space: they use Task-Only's
-BC_ALPHA = {  # env -> (skill methods, baselines)
-    "ball-run": (100.0, 20.0),
-    "ball-circle": (2000.0, 200.0),
-    "ball-reach": (100.0, 200.0),
-    "ant-vel": (2000.0, 1.0),
-    "halfcheetah-vel": (200.0, 200.0),
-    "swimmer-vel": (200.0, 200.0),
-}
-PAPER_STEPS = {"ball-circle": 2_000_000, "ball-run": 100_000}  # 1M elsewhere
 
 
-def _check_names(preset: str, env: str, method: str | None = None) -> None:
-    for what, value, valid in (("preset", preset, PRESETS), ("env", env, TASKS)):
+def _check_names(preset: str, env: str, skill_kind: str = "identity") -> None:
+    for what, value, valid in (
+        ("preset", preset, PRESETS), ("env", env, TASKS), ("skill kind", skill_kind, KINDS)
+    ):  # fmt: skip
         if value not in valid:
             raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-    if method is not None and method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 
 def _common(c: ml_collections.ConfigDict) -> None:
@@ -47,19 +34,27 @@ def _common(c: ml_collections.ConfigDict) -> None:
     c.control_interval = 1  # env steps a chosen latent is held in rollouts (paper: every step)
 
 
-def td3bc_config(preset: str, env: str, method: str) -> ml_collections.ConfigDict:
-    """Offline TD3+BC settings of pi_h for ``method`` on ``env`` (PAPER.md 3.6, 5), locked."""
-    _check_names(preset, env, method)
+def td3bc_config(
+    preset: str, env: str, skill_kind: str = "identity", method: str = ""
+) -> ml_collections.ConfigDict:
+    """Offline TD3+BC settings of pi_h acting through a ``skill_kind`` skill on ``env``
+    (PAPER.md 3.6, 5), locked; ``method`` names the method they are for (messages)."""
+    _check_names(preset, env, skill_kind)
+    latent = skill_kind != "identity"
     c = ml_collections.ConfigDict()
     c.env = env  # task name
-    c.method = method  # one of METHODS; safe-* act through a latent skill
+    c.method = method  # the method these settings are for (`scpr_jax.methods`)
+    c.skill_kind = skill_kind  # the skill pi_h acts through: identity, iql (VPL), cpl (CPL)
     _common(c)
     c.batch_size = 512  # transitions per update
-    c.steps = PAPER_STEPS.get(env, 1_000_000)  # updates
+    paper = task_class(env).paper  # the task's own values (PAPER.md 3.6, 5)
+    c.steps = paper.td3bc_steps  # updates
     c.chunk = 1000  # updates per jitted lax.scan chunk
-    c.bc_alpha = BC_ALPHA[env][method not in SKILL_KIND]  # lambda = bc_alpha / mean|Q|
+    # lambda = bc_alpha / mean|Q|; the paper gives bc_alpha for the skill methods and for
+    # Task-Only; Oracle, RC and SOPL act in the same env-action space and use Task-Only's
+    c.bc_alpha = paper.bc_alpha[not latent]
     c.bc_weight = 1.0  # weight of the behaviour-cloning term ||a_pi - a_D||^2
-    c.beta_reg = 1.0 if method in SKILL_KIND else 0.0  # prior penalty (baselines: no prior)
+    c.beta_reg = 1.0 if latent else 0.0  # prior penalty (baselines: no prior)
     if preset == "small":  # Ball-Run: 4 methods x 3 vmapped seeds in ~4 min on 2 CPU cores
         # (measured ~50 updates/s per 3-seed batch with a 256x256 IQL skill, ~60 without)
         c.batch_size = 256
@@ -77,7 +72,7 @@ def td3_config(preset: str, env: str) -> ml_collections.ConfigDict:
     c.env = env  # task name
     _common(c)
     c.batch_size = 256  # transitions per update
-    c.steps = 2_000_000 if env == "ant-vel" else 500_000  # environment steps
+    c.steps = task_class(env).paper.online_steps  # environment steps
     c.chunk = 1000  # env steps (and updates) per jitted chunk
     c.q_scale = 200.0  # lambda = q_scale / mean|Q|
     c.bc_weight = 0.0  # no behaviour cloning online
@@ -134,7 +129,7 @@ def validate_td3_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.env not in TASKS:
         raise ValueError(f"td3 config.env={config.env!r} unknown; valid: {', '.join(TASKS)}")
-    if "method" in config and config.method not in METHODS:
+    if config.get("skill_kind", "identity") not in KINDS:
         raise ValueError(
-            f"td3 config.method={config.method!r} unknown; valid: {', '.join(METHODS)}"
+            f"td3 config.skill_kind={config.skill_kind!r} unknown; valid: {', '.join(KINDS)}"
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from scpr_jax.bridge.sims import SIMS
+from scpr_jax.bridge.sims import sim_for
 from scpr_jax.bridge.vec import BridgedEnv
 from scpr_jax.envs.core import FORMS
-from scpr_jax.envs.registry import REAL, make_task
+from scpr_jax.envs.registry import REAL, TASKS, make_task, task_class
 
 PREFIX = REAL
 
@@ -17,13 +17,15 @@ def is_bridged(name: str) -> bool:
 
 def bridged_names() -> list[str]:
     """All valid bridged names, ``real:<task>/<form>``."""
-    return [f"{PREFIX}{task}/{form}" for task in SIMS for form in FORMS]
+    real = [task for task in TASKS if task_class(task).real is not None]
+    return [f"{PREFIX}{task}/{form}" for task in real for form in FORMS]
 
 
 def split_name(name: str) -> tuple[str, str]:
     """``"real:<task>/<form>"`` -> (task, form); ValueError naming the valid names."""
     task, _, form = name.removeprefix(PREFIX).partition("/")
-    if not name.startswith(PREFIX) or task not in SIMS or form not in FORMS:
+    known = task in TASKS and task_class(task).real is not None
+    if not name.startswith(PREFIX) or not known or form not in FORMS:
         raise ValueError(
             f"unknown bridged environment {name!r}; valid names: {', '.join(bridged_names())}"
         )
@@ -37,4 +39,4 @@ def make(name: str, n_envs: int = 1, **task_kwargs) -> BridgedEnv:
     of `scpr_jax.envs.make_task(<task>)`, so labelling and skills use the same `Task`.
     """
     task, form = split_name(name)
-    return BridgedEnv(name, SIMS[task](make_task(task, **task_kwargs)), form, n_envs)
+    return BridgedEnv(name, sim_for(make_task(task, **task_kwargs)), form, n_envs)

@@ -21,6 +21,7 @@ import numpy as np
 from scpr_jax.bridge.registry import make
 from scpr_jax.bridge.vec import BridgedEnv
 from scpr_jax.envs.core import EnvParams
+from scpr_jax.skill import skill_obs
 
 MAX_COPIES = 16  # copies stepped together: Bullet costs ~0.5-1 ms per copy step on the host
 # policy(episode index [N] int, obs [N, O]) -> action [N, A]
@@ -103,8 +104,6 @@ def latent_returns(
     Entry (i, u) is the mean over ``n_episodes`` of the skill with latent i in user u's crowd
     environment; user u's episodes use ``fold_in(key, u)``.
     """
-    from scpr_jax.skills.vpl import skill_obs
-
     latents = jnp.asarray(latents)
     n_latents = latents.shape[0]
     total = n_latents * n_episodes

@@ -34,7 +34,6 @@ from scpr_jax.envs.ball_reach import ReachState
 from scpr_jax.envs.core import Task
 
 BALL_Z = 0.5  # the ball's resting height (radius) in Bullet-Safety-Gym
-PUDDLES = {"Puddle": {"number": 8, "fixed_base": True, "movement": "static"}}
 
 
 @dataclass
@@ -84,9 +83,9 @@ class BallSim(Sim):
 
     task_terminates = True
 
-    def __init__(self, task: Task, sim_id: str, keep: slice, sim_kwargs: dict | None = None):
+    def __init__(self, task: Task, sim_id: str, keep: tuple, sim_kwargs: dict | None = None):
         super().__init__(task)
-        self.sim_id, self.keep, self.sim_kwargs = sim_id, keep, sim_kwargs or {}
+        self.sim_id, self.keep, self.sim_kwargs = sim_id, slice(*keep), sim_kwargs or {}
 
     def build(self):
         import bullet_safety_gym  # noqa: F401  (registers the Safety* ids with gymnasium)
@@ -186,24 +185,11 @@ class VelocitySim(Sim):
         return VelocityState(brax=None, velocity=phys["velocity"])
 
 
-_SG = "safety_gymnasium.tasks.safe_velocity"
-SIMS = {
-    "ball-run": lambda t: BallSim(t, "SafetyBallRun-v0", slice(1, 7)),
-    "ball-circle": lambda t: BallSim(t, "SafetyBallCircle-v0", slice(0, 8)),
-    "ball-reach": lambda t: BallSim(t, "SafetyBallReach-v0", slice(0, 31), {"obstacles": PUDDLES}),
-    "ant-vel": lambda t: VelocitySim(
-        t, "SafetyAntVelocity-v1", f"{_SG}.safety_ant_velocity_v1", "SafetyAntVelocityEnv"
-    ),
-    "halfcheetah-vel": lambda t: VelocitySim(
-        t,
-        "SafetyHalfCheetahVelocity-v1",
-        f"{_SG}.safety_half_cheetah_velocity_v1",
-        "SafetyHalfCheetahVelocityEnv",
-    ),
-    "swimmer-vel": lambda t: VelocitySim(
-        t,
-        "SafetySwimmerVelocity-v1",
-        f"{_SG}.safety_swimmer_velocity_v1",
-        "SafetySwimmerVelocityEnv",
-    ),
-}
+SIM_KINDS = {"ball": BallSim, "velocity": VelocitySim}  # `envs.RealSim.kind` -> simulator
+
+
+def sim_for(task: Task) -> Sim:
+    """The real simulator of ``task`` as its class declares it (`Task.real`)."""
+    if task.real is None:
+        raise ValueError(f"task {task.name!r} declares no real-simulator variant (Task.real)")
+    return SIM_KINDS[task.real.kind](task, task.real.sim_id, **task.real.options)

@@ -37,7 +37,7 @@ def crowd_goals(task: Task, n_users: int) -> np.ndarray:
         raise ValueError(f"n_users={n_users} must be >= 1")
     if n_users == len(paper):
         return paper
-    if task.name in ("ball-reach", "halfcheetah-vel"):
+    if task.paper.distinct_users:  # e.g. Reach's corners, HalfCheetah's two directions
         if n_users > len(paper):
             raise ValueError(
                 f"n_users={n_users}: {task.name} has only {len(paper)} distinct user goals"

@@ -18,16 +18,8 @@ from flax import struct
 from scpr_jax.data import labels, segments
 from scpr_jax.data.labels import ValueFn
 from scpr_jax.data.types import Trajectories
-from scpr_jax.envs import Task, strip_goal
+from scpr_jax.envs import TASKS, Task, strip_goal, task_class
 
-PAPER_N_USERS = {  # the paper's crowd sizes (PAPER.md 4)
-    "ball-run": 2,
-    "ball-circle": 2,
-    "ball-reach": 4,
-    "ant-vel": 4,
-    "halfcheetah-vel": 2,
-    "swimmer-vel": 4,
-}
 PRESETS = ("paper", "small")
 LABEL_KINDS = ("partial", "regret")
 
@@ -62,16 +54,16 @@ def label_config(preset: str, task_name: str) -> ml_collections.ConfigDict:
     """Labelling settings of a preset ("paper" or "small") for one task (locked)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    if task_name not in PAPER_N_USERS:
-        raise ValueError(f"unknown task {task_name!r}; valid tasks: {', '.join(PAPER_N_USERS)}")
-    reach = task_name == "ball-reach"
+    if task_name not in TASKS:
+        raise ValueError(f"unknown task {task_name!r}; valid tasks: {', '.join(TASKS)}")
+    paper = task_class(task_name).paper  # the task's crowd and segment sizes (PAPER.md 3.2, 4)
     cfg = ml_collections.ConfigDict()
     cfg.n_sets = 5000 if preset == "paper" else 500  # preference sets (shared by all users)
-    cfg.n_pairs = 32 if reach else 16  # segment pairs per set
-    cfg.segment_len = 16 if reach else (64 if preset == "paper" else 32)  # steps L per segment
+    cfg.n_pairs = paper.n_pairs  # segment pairs per set
+    cfg.segment_len = paper.segment_len or (64 if preset == "paper" else 32)  # steps L
     cfg.kind = "partial"  # "partial" (partial return, Safe-VPL) or "regret" (Safe-CPL)
     cfg.K = 10.0  # safety penalty per unsafe step inside every user's reward
-    cfg.n_users = PAPER_N_USERS[task_name]  # crowd size (other sizes: labels.crowd_goals)
+    cfg.n_users = paper.n_users  # crowd size (other sizes: labels.crowd_goals)
     cfg.flip_ratio = 0.0  # probability of flipping each label (noise ablation)
     cfg.minority_ratio = 1.0  # share of sets labelled by users 1.. (user 0 labels all)
     cfg.eval_fraction = 0.1  # share of sets held out for evaluation

@@ -25,11 +25,11 @@ import ml_collections
 import optax
 from flax import struct
 
+from scpr_jax.agents.losses import expectile_loss
 from scpr_jax.data.labels import ValueFn, user_rewards
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task, strip_goal
 from scpr_jax.nets import MLP
-from scpr_jax.skills.losses import expectile_loss
 
 
 def value_config(preset: str = "small") -> ml_collections.ConfigDict:

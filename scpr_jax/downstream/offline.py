@@ -22,7 +22,6 @@ import ml_collections
 from flax import struct
 
 from scpr_jax.agents.td3 import (
-    SKILL_KIND,
     TD3State,
     high_level_action,
     td3_init,
@@ -30,7 +29,7 @@ from scpr_jax.agents.td3 import (
     validate_td3_config,
 )
 from scpr_jax.data.types import Trajectories
-from scpr_jax.downstream.highlevel import Skill, action_size, execute, latent_size, u_bound
+from scpr_jax.skill import Skill, action_size, execute, latent_size, u_bound
 from scpr_jax.train import LoopState, init_loop, make_chunk, seed_axis, train_loop
 from scpr_jax.train.loop import Seeds
 
@@ -147,7 +146,7 @@ def train_offline(
     ``evaluate(loop)`` is called by `train_loop` every ``eval_every`` updates and at the end.
     """
     validate_td3_config(cfg)
-    expected = SKILL_KIND.get(cfg.method, "identity")
+    expected = cfg.get("skill_kind", "identity")
     if data.skill.kind != expected:
         raise ValueError(
             f"method {cfg.method!r} acts through a {expected!r} skill; got {data.skill.kind!r}"

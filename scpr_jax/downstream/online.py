@@ -27,37 +27,19 @@ import ml_collections
 from flax import struct
 
 from scpr_jax.agents.td3 import (
-    SKILL_KIND,
     TD3State,
     high_level_action,
-    td3_config,
     td3_init,
     td3_update,
     validate_td3_config,
 )
-from scpr_jax.downstream.highlevel import Skill, action_size, execute, latent_size, u_bound
-from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make
 from scpr_jax.envs.registry import REAL
-from scpr_jax.evaluation import downstream_returns_fn
+from scpr_jax.skill import Skill, action_size, execute, latent_size, u_bound
 from scpr_jax.train import LoopState, init_loop, seed_axis, train_loop
 from scpr_jax.train.loop import Seeds
 
-ONLINE_METHODS = ("safe-vpl", "safe-cpl", "oracle", "task-only")
 REWARDS = ("task", "oracle")
-
-
-def online_config(preset: str, env: str, method: str) -> ml_collections.ConfigDict:
-    """`td3_config` of ``method`` (one of ONLINE_METHODS): identity skills get beta_reg 0."""
-    if method not in ONLINE_METHODS:
-        raise ValueError(f"unknown online method {method!r}; valid: {', '.join(ONLINE_METHODS)}")
-    c = td3_config(preset, env).unlock()
-    c.method = method  # safe-* act through a latent skill, the baselines through "identity"
-    if method not in SKILL_KIND:
-        c.beta_reg = 0.0  # no latent prior to stay close to
-    if preset == "small":  # Ball-Run Task-Only: 20k env steps in ~40 s on 2 CPU cores (256x256
-        c.hidden, c.batch_size = (64, 64), 128  # nets and batch 256 took ~4 min)
-    return c.lock()
 
 
 @struct.dataclass
@@ -233,14 +215,14 @@ def _check(env_name: str, env, skill: Skill, cfg, reward: str) -> None:
             f"the {skill.kind!r} skill (obs_size {skill.obs_size}, {action_size(skill)} actions) "
             f"does not fit {env_name!r} ({env.obs_size} obs, {env.action_size} actions)"
         )
-    if "method" in cfg:
-        expected = SKILL_KIND.get(cfg.method, "identity")
-        if skill.kind != expected:
-            raise ValueError(
-                f"method {cfg.method!r} acts through a {expected!r} skill; got {skill.kind!r}"
-            )
-        if (reward == "oracle") != (cfg.method == "oracle"):
-            raise ValueError(f"method {cfg.method!r} cannot train on the {reward!r} reward")
+    expected = cfg.get("skill_kind", skill.kind)
+    if skill.kind != expected:
+        raise ValueError(
+            f"method {cfg.get('method', '')!r} acts through a {expected!r} skill; got "
+            f"{skill.kind!r}"
+        )
+    if reward != cfg.get("reward", reward):
+        raise ValueError(f"method {cfg.get('method', '')!r} cannot train on the {reward!r} reward")
 
 
 def check_jax_env(env_name: str) -> None:
@@ -294,22 +276,3 @@ def train_online(
         checkpoint_every=checkpoint_every, progress=progress,
     )  # fmt: skip
     return final.algo.td3
-
-
-def online_evaluator(key, task: str, skill: Skill, n_episodes: int, n_seeds: int | None = None):
-    """``evaluate(loop) -> {"return", "cost"}`` (per seed, mean over ``n_episodes``) for
-    `train_online`; the key is folded with the step, so evaluations differ over training."""
-    one = downstream_returns_fn(task, n_episodes, lambda p, obs: act(p[0], p[1], obs))
-
-    @jax.jit
-    def f(key, td3, skill):
-        if n_seeds is None:
-            return one(key, (td3, skill))
-        keys = jax.random.split(key, n_seeds)
-        return jax.vmap(lambda k, a: one(k, (a, skill)))(keys, td3)
-
-    def evaluate(loop: LoopState) -> dict:
-        ret, cost = f(jax.random.fold_in(key, jnp.max(loop.step)), loop.algo.td3, skill)
-        return {"return": ret.mean(-1), "cost": cost.mean(-1)}
-
-    return evaluate

@@ -1,7 +1,16 @@
 """Functional, jittable safe environments for the six paper tasks."""
 
-from scpr_jax.envs.core import FORMS, EnvParams, EnvState, SafeEnv, Task, TimeStep
-from scpr_jax.envs.registry import TASKS, env_names, make, make_task
+from scpr_jax.envs.core import (
+    FORMS,
+    EnvParams,
+    EnvState,
+    PaperSettings,
+    RealSim,
+    SafeEnv,
+    Task,
+    TimeStep,
+)
+from scpr_jax.envs.registry import TASKS, env_names, make, make_task, register_task, task_class
 from scpr_jax.envs.wrappers import AddGoal, AutoReset, DropGoal, EpisodeStats, strip_goal
 
 __all__ = [
@@ -13,11 +22,15 @@ __all__ = [
     "EnvParams",
     "EnvState",
     "EpisodeStats",
+    "PaperSettings",
+    "RealSim",
     "SafeEnv",
     "Task",
     "TimeStep",
     "env_names",
     "make",
     "make_task",
+    "register_task",
     "strip_goal",
+    "task_class",
 ]

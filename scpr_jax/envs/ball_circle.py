@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scpr_jax.envs.ball import BallState, agent_obs, ball_info, ball_step
-from scpr_jax.envs.core import Task
+from scpr_jax.envs.core import PaperSettings, RealSim, Task
 
 CIRCLE_RADIUS = 7.0
 X_LIMIT = 6.0
@@ -44,6 +44,8 @@ class BallCircle(Task):
     dt = 6.0 / 60.0
     user_goals = np.array([[0.1], [6.0]], np.float32)
     downstream_goals = np.round(np.arange(60) * 0.1, 1).astype(np.float32)[:, None]
+    paper = PaperSettings(bc_alpha=(2000.0, 200.0), td3bc_steps=2_000_000)
+    real = RealSim("ball", "SafetyBallCircle-v0", {"keep": (0, 8)})
 
     def init(self, key):
         k_r, k_a = jax.random.split(key)

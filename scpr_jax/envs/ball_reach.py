@@ -30,7 +30,7 @@ import numpy as np
 from flax import struct
 
 from scpr_jax.envs.ball import BallState, agent_obs, ball_info, ball_step
-from scpr_jax.envs.core import Task
+from scpr_jax.envs.core import PaperSettings, RealSim, Task
 
 WALL = 10.0
 SPAWN = 7.0
@@ -95,6 +95,11 @@ class BallReach(Task):
     crowd_offset = -0.5
     user_goals = CORNERS
     downstream_goals = CORNERS
+    paper = PaperSettings(bc_alpha=(100.0, 200.0), iql_expectile=0.9, cpl_lambda=1.0, n_users=4,
+                          n_pairs=32, segment_len=16, distinct_users=True)  # fmt: skip
+    # the real Bullet task with its 8 static puddles (the JAX twin draws them per episode)
+    real = RealSim("ball", "SafetyBallReach-v0", {"keep": (0, 31), "sim_kwargs": {"obstacles": {
+        "Puddle": {"number": 8, "fixed_base": True, "movement": "static"}}}})  # fmt: skip
 
     def __init__(self, goal_radius: float = 1.3):
         self.goal_radius = goal_radius

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scpr_jax.envs.ball import BallState, agent_obs, ball_info, ball_step
-from scpr_jax.envs.core import Task
+from scpr_jax.envs.core import PaperSettings, RealSim, Task
 
 Y_LIMIT = 0.5
 
@@ -34,6 +34,9 @@ class BallRun(Task):
     dt = 4.0 / 120.0
     user_goals = np.array([[0.1], [5.0]], np.float32)
     downstream_goals = np.round(np.arange(50) * 0.1, 1).astype(np.float32)[:, None]
+    paper = PaperSettings(bc_alpha=(100.0, 20.0), td3bc_steps=100_000, iql_steps=200_000,
+                          cpl_lambda=1.0)  # fmt: skip
+    real = RealSim("ball", "SafetyBallRun-v0", {"keep": (1, 7)})
 
     def init(self, key):
         pos = jax.random.uniform(key, (2,), minval=-0.01, maxval=0.01)

@@ -22,6 +22,7 @@ transition (`Task.reward(info, goal)`), so labelling never re-simulates.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -63,6 +64,36 @@ class EnvState:
     t: jax.Array  # [] int32 steps taken in this episode
 
 
+@dataclass(frozen=True)
+class PaperSettings:
+    """The paper's per-task hyperparameters (PAPER.md 3-6), declared by each task.
+
+    Stages read them through the config builders (`config.pipeline_config`), so a new task
+    states its own values here instead of in tables of other packages.
+    """
+
+    bc_alpha: tuple[float, float]  # TD3+BC's bc_alpha: (skill methods, env-action baselines)
+    td3bc_steps: int = 1_000_000  # offline high-level updates (paper preset)
+    online_steps: int = 500_000  # online TD3 environment steps (paper preset)
+    iql_steps: int = 1_000_000  # Safe-VPL skill updates (paper preset)
+    iql_expectile: float = 0.75  # IQL's V expectile
+    cpl_lambda: float = 0.5  # CPL's weight on the non-preferred segment
+    n_users: int = 2  # the paper's crowd size
+    n_pairs: int = 16  # segment pairs per preference set
+    segment_len: int | None = None  # steps per segment; None: 64 (paper) / 32 (small preset)
+    distinct_users: bool = False  # other crowd sizes keep the first n paper users (no spreading)
+
+
+@dataclass(frozen=True)
+class RealSim:
+    """The task's real-simulator variant (`scpr_jax.bridge`): a Bullet-Safety-Gym ("ball") or
+    Safety-Gymnasium ("velocity") environment id plus how it maps to the JAX task."""
+
+    kind: str  # "ball" or "velocity" (`bridge.sims.SIM_KINDS`)
+    sim_id: str  # gymnasium id
+    options: dict = field(default_factory=dict)  # kind-specific (observation slice, module, ...)
+
+
 class Task(abc.ABC):
     """Physics plus the paper's user reward and cost rule of one environment.
 
@@ -79,6 +110,8 @@ class Task(abc.ABC):
     user_goals: np.ndarray  # [n_users, goal_size] the paper's crowd users
     downstream_goals: np.ndarray  # [n_goals, goal_size] the paper's downstream goal set
     crowd_offset: float = 0.0  # constant added to r_user in crowd environments only
+    paper: PaperSettings  # the paper's hyperparameters for this task
+    real: RealSim | None = None  # its real-simulator variant, if any
 
     @abc.abstractmethod
     def init(self, key: jax.Array) -> Any:

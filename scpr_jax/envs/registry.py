@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from scpr_jax.envs.ball_circle import BallCircle
 from scpr_jax.envs.ball_reach import BallReach
@@ -10,24 +10,32 @@ from scpr_jax.envs.ball_run import BallRun
 from scpr_jax.envs.core import FORMS, SafeEnv, Task
 from scpr_jax.envs.wrappers import AddGoal, AutoReset, EpisodeStats
 
-
-def _velocity(cls_name: str) -> Callable[..., Task]:
-    def build(**kwargs) -> Task:
-        from scpr_jax.envs import velocity  # Brax loads only when a velocity task is made
-
-        return getattr(velocity, cls_name)(**kwargs)
-
-    return build
-
-
-TASKS: dict[str, Callable[..., Task]] = {
+# task name -> its class, or "module:Class" for a task whose module is loaded on first use
+TASKS: dict[str, type[Task] | str] = {
     "ball-run": BallRun,
     "ball-circle": BallCircle,
     "ball-reach": BallReach,
-    "ant-vel": _velocity("AntVel"),
-    "halfcheetah-vel": _velocity("HalfCheetahVel"),
-    "swimmer-vel": _velocity("SwimmerVel"),
+    "ant-vel": "scpr_jax.envs.velocity:AntVel",  # Brax (and MuJoCo's import-time prints) load
+    "halfcheetah-vel": "scpr_jax.envs.velocity:HalfCheetahVel",  # only when a velocity task
+    "swimmer-vel": "scpr_jax.envs.velocity:SwimmerVel",  # is used
 }
+
+
+def register_task(name: str, entry: type[Task] | str) -> None:
+    """Adds task ``name`` (a `Task` subclass, or ``"module:Class"`` loaded on first use); a new
+    task needs nothing else: its class declares its users, goals and `PaperSettings`."""
+    if name in TASKS or "/" in name or name.startswith(REAL):
+        raise ValueError(f"task name {name!r} is taken or invalid (no '/', no {REAL!r} prefix)")
+    TASKS[name] = entry
+
+
+def task_class(task: str) -> type[Task]:
+    """The `Task` class of ``task`` (or of ``real:<task>``), importing its module if needed."""
+    entry = TASKS[base_task(task)]
+    if isinstance(entry, str):
+        module, _, cls = entry.partition(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry
 
 
 REAL = "real:"  # prefix of the host-side bridged simulators (`scpr_jax.bridge`)
@@ -51,7 +59,7 @@ def base_task(task: str) -> str:
 
 def make_task(task: str, **kwargs) -> Task:
     """The `Task` (physics, rewards, cost) of ``task``; ``"real:<task>"`` has the same rules."""
-    return TASKS[base_task(task)](**kwargs)
+    return task_class(task)(**kwargs)
 
 
 def make(name: str, **task_kwargs):

@@ -34,12 +34,14 @@ from brax.io import mjcf
 from etils import epath
 from flax import struct
 
-from scpr_jax.envs.core import Task
+from scpr_jax.envs.core import PaperSettings, RealSim, Task
 
 FOUR_DIRECTIONS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], np.float32)
 _ANGLES = 2 * np.pi * np.arange(40) / 40
 FORTY_DIRECTIONS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], -1).astype(np.float32)
 TWO_DIRECTIONS = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
+
+_SG = "safety_gymnasium.tasks.safe_velocity"  # module prefix of the real simulators
 
 
 @struct.dataclass
@@ -132,6 +134,9 @@ class AntVel(VelocityTask):
     speed_limit = 2.6222
     user_goals = FOUR_DIRECTIONS
     downstream_goals = FORTY_DIRECTIONS
+    paper = PaperSettings(bc_alpha=(2000.0, 1.0), online_steps=2_000_000, n_users=4)
+    real = RealSim("velocity", "SafetyAntVelocity-v1", {
+        "module": f"{_SG}.safety_ant_velocity_v1", "cls": "SafetyAntVelocityEnv"})  # fmt: skip
 
 
 class HalfCheetahVel(VelocityTask):
@@ -143,6 +148,10 @@ class HalfCheetahVel(VelocityTask):
     speed_limit = 3.2096
     user_goals = TWO_DIRECTIONS
     downstream_goals = TWO_DIRECTIONS
+    paper = PaperSettings(bc_alpha=(200.0, 200.0), distinct_users=True)  # forward / backward
+    real = RealSim("velocity", "SafetyHalfCheetahVelocity-v1", {
+        "module": f"{_SG}.safety_half_cheetah_velocity_v1",
+        "cls": "SafetyHalfCheetahVelocityEnv"})  # fmt: skip
 
     def speed(self, velocity):
         return jnp.abs(velocity[0])
@@ -180,6 +189,10 @@ class SwimmerVel(VelocityTask):
     speed_limit = 1.5
     user_goals = FOUR_DIRECTIONS
     downstream_goals = FORTY_DIRECTIONS
+    paper = PaperSettings(bc_alpha=(200.0, 200.0), n_users=4)
+    real = RealSim("velocity", "SafetySwimmerVelocity-v1", {
+        "module": f"{_SG}.safety_swimmer_velocity_v1",
+        "cls": "SafetySwimmerVelocityEnv"})  # fmt: skip
     backends = ("mjx",)
 
     def _brax_env(self, backend: str) -> PipelineEnv:

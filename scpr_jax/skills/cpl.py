@@ -26,14 +26,14 @@ import ml_collections
 import optax
 from flax import struct
 
+from scpr_jax.envs import TASKS, task_class
 from scpr_jax.nets import MLP, leaky_relu
 from scpr_jax.optim import ADAM, adam_step
+from scpr_jax.skill import Skill, latent_skill
 from scpr_jax.skills import losses, vae
 from scpr_jax.train.accumulate import microbatch_count, microbatch_grad
 
 PRESETS = ("paper", "small")
-TASKS = ("ball-run", "ball-circle", "ball-reach", "ant-vel", "halfcheetah-vel", "swimmer-vel")
-LAMBDA_ONE = ("ball-run", "ball-reach")  # lambda = 1.0 here, 0.5 elsewhere (PAPER.md 3.5)
 
 
 class PolicyDecoder(nn.Module):
@@ -74,10 +74,11 @@ def cpl_config(preset: str, task_name: str) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if task_name not in TASKS:
         raise ValueError(f"unknown task {task_name!r}; valid tasks: {', '.join(TASKS)}")
+    paper = task_class(task_name).paper
     cfg = ml_collections.ConfigDict()
     cfg.hidden = (256, 256, 256)  # widths of mu_theta
     cfg.alpha = 0.2  # regret temperature alpha
-    cfg.lam = 1.0 if task_name in LAMBDA_ONE else 0.5  # lambda on the non-preferred segment
+    cfg.lam = paper.cpl_lambda  # lambda on the non-preferred segment (the task's, PAPER.md 3.5)
     cfg.lr = 3e-4  # Adam learning rate
     cfg.batch_size = 96  # preference sets per update
     cfg.steps = 500_000 if preset == "paper" else 3_000  # updates
@@ -133,6 +134,14 @@ def cpl_action(params: PolicyParams, obs: jax.Array, z: jax.Array) -> jax.Array:
     return PolicyDecoder(params.hidden, params.action_size).apply(params.net, obs, z)
 
 
+def cpl_skill(params: PolicyParams, vae_params, obs_size: int) -> Skill:
+    """Safe-CPL skill: the decoder mu_theta([s, z']) (its MLP, LeakyReLU) with the VAE's prior."""
+    prior = (vae_params.prior_mean, vae_params.prior_logvar)
+    mlp = {"params": params.net["params"]["MLP_0"]}  # PolicyDecoder = tanh(MLP_0([s, z']))
+    n_actions = params.action_size
+    return latent_skill("cpl", mlp, params.hidden, n_actions, "leaky_relu", prior, obs_size)
+
+
 def set_posteriors(vae_params, feats: jax.Array, vae_config) -> tuple[jax.Array, jax.Array]:
     """Frozen posterior (mean, logvar) of sets.  feats [B, P, L, D] -> ([B, Z], [B, Z])."""
     vae_params = jax.lax.stop_gradient(vae_params)
@@ -164,12 +173,6 @@ def latent_batch_loss(params, sets: dict, z: jax.Array, alpha, lam):
     """Mean CPL loss of a batch of sets under given latents z [B, Z].  -> ([], metrics)."""
     loss, metrics = jax.vmap(set_cpl_loss, (None, 0, 0, None, None))(params, sets, z, alpha, lam)
     return loss.mean(), jax.tree.map(jnp.mean, metrics)
-
-
-def cpl_batch_loss(params, batch: dict, key: jax.Array, vae_params, alpha, lam, vae_config):
-    """Mean CPL loss of a batch of sets, one z' per set from the frozen posterior.  -> []."""
-    z = sample_latents(batch, key, vae_params, vae_config)
-    return latent_batch_loss(params, batch, z, alpha, lam)
 
 
 def cpl_update(

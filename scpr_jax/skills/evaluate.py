@@ -10,7 +10,7 @@ import numpy as np
 
 from scpr_jax.envs import make
 from scpr_jax.envs.registry import REAL
-from scpr_jax.skills.vpl import skill_obs
+from scpr_jax.skill import skill_obs
 
 
 def latent_returns(

@@ -1,20 +1,15 @@
-"""Preference and offline-RL losses as pure per-example functions (PAPER.md 2, 3.3-3.5)."""
+"""Preference losses as pure per-example functions (PAPER.md 2, 3.3-3.5); the offline-RL ones
+(expectile, advantage weights) are `scpr_jax.agents.losses`."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def bt_logit(r1: jax.Array, r2: jax.Array) -> jax.Array:
     """Bradley-Terry logit of sigma1 > sigma2: sum_t r1_t - sum_t r2_t.  r1, r2: [L] -> []."""
     return jnp.sum(r1, axis=-1) - jnp.sum(r2, axis=-1)
-
-
-def bt_loss(r1: jax.Array, r2: jax.Array, y: jax.Array) -> jax.Array:
-    """BCE of the BT probability sigmoid(bt_logit) against y.  [L], [L], [] -> []."""
-    return optax.sigmoid_binary_cross_entropy(bt_logit(r1, r2), y)
 
 
 def cpl_loss(lp1: jax.Array, lp2: jax.Array, y: jax.Array, alpha: float, lam: float) -> jax.Array:
@@ -43,14 +38,3 @@ def cyclical_cosine(step: jax.Array, total_steps: int, n_cycles: int = 4, ratio:
     cycle = total_steps / n_cycles
     tau = jnp.mod(step, cycle) / cycle
     return jnp.where(tau < ratio, 0.5 * (1.0 - jnp.cos(jnp.pi * tau / ratio)), 1.0)
-
-
-def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
-    """IQL asymmetric L2: |tau - 1(u < 0)| * u^2 with u = Q - V.  [...] -> [...]."""
-    weight = jnp.where(diff < 0, 1.0 - expectile, expectile)
-    return weight * jnp.square(diff)
-
-
-def awr_weight(adv: jax.Array, temperature: float, max_weight: float = 100.0) -> jax.Array:
-    """IQL advantage weights exp(temperature * A) clipped at ``max_weight``.  [...] -> [...]."""
-    return jnp.minimum(jnp.exp(temperature * adv), max_weight)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from scpr_jax import artifacts
 from scpr_jax.data import labels, segments
 from scpr_jax.data.preferences import PreferenceSets, annotated_sets
 from scpr_jax.data.types import Trajectories
@@ -256,3 +257,17 @@ def rc_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> ja
 def sopl_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> jax.Array:
     """SOPL's centred residual r_psi - mean of every row, so r' = r_new + w * term.  -> [N]."""
     return predict_rewards(params, trajs) - stats.mean
+
+
+def save_reward(directory, params: RewardParams, kind: str) -> None:
+    """The trained ``kind`` ("rc" / "sopl") reward as the stage's artifact ``reward``."""
+    meta = {"kind": kind, "hidden": list(params.hidden), "obs_size": params.obs_size}
+    artifacts.save(directory, "reward", "reward model", params, meta)
+
+
+def load_reward(directory, kind: str) -> RewardParams:
+    """The `RewardParams` of `save_reward` (ArtifactError if it is another model's)."""
+    state, meta = artifacts.load(directory, "reward", "reward model")
+    if meta["kind"] != kind:
+        raise artifacts.ArtifactError(f"{directory}/reward.json is a {meta['kind']!r} reward")
+    return RewardParams(net=state["net"], hidden=tuple(meta["hidden"]), obs_size=meta["obs_size"])

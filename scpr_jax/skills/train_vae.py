@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scpr_jax import artifacts
 from scpr_jax.data.preferences import PreferenceSets
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task
@@ -140,3 +141,16 @@ def train_vae(
         evaluate=eval_fn, eval_every=cfg.chunk * 2, progress=progress,
     )  # fmt: skip
     return loop.algo, evaluate(loop.algo.params, held_out, config, prefs.n_users, n_seeds)
+
+
+def save_vae(directory, params: vae.VAEParams, cfg: ml_collections.ConfigDict) -> None:
+    """The trained BT-VAE (encoder, decoder, prior) as artifact ``vae``, with its settings."""
+    artifacts.save(directory, "vae", "preference VAE", params, {"config": cfg.to_dict()})
+
+
+def load_vae(directory) -> tuple[vae.VAEParams, vae.VAEConfig]:
+    """(parameters, `vae.VAEConfig`) of `save_vae`."""
+    state, meta = artifacts.load(directory, "vae", "preference VAE")
+    params = vae.VAEParams(**{k: state[k] for k in ("encoder", "decoder", "prior_mean",
+                                                    "prior_logvar")})  # fmt: skip
+    return params, model_config(ml_collections.ConfigDict(meta["config"]))

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from scpr_jax.agents.iql import IQLState, iql_init, iql_update, validate_iql_config
+from scpr_jax.agents.iql import IQLState, PolicyParams, iql_init, iql_update, validate_iql_config
 from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import Task, strip_goal
+from scpr_jax.skill import Skill, latent_skill, skill_obs
 from scpr_jax.skills.vae import RewardDecoder, VAEConfig, VAEParams
 from scpr_jax.train import init_loop, make_chunk, seed_axis, train_loop
 from scpr_jax.train.loop import Seeds
@@ -41,11 +42,6 @@ class SkillData:
     prior_logvar: jax.Array  # [Z]
     r_mean: jax.Array  # [] reward normaliser mu_r
     r_std: jax.Array  # [] reward normaliser sigma_r
-
-
-def skill_obs(obs: jax.Array, z: jax.Array) -> jax.Array:
-    """Skill observation [s_without_goal, z'].  [..., obs], [..., Z] -> [..., obs + Z]."""
-    return jnp.concatenate([obs, jnp.broadcast_to(z, obs.shape[:-1] + z.shape[-1:])], axis=-1)
 
 
 def prior_sample(key: jax.Array, data: SkillData, n: int) -> jax.Array:
@@ -158,3 +154,10 @@ def train_skills(
         progress=progress,
     )
     return final.algo
+
+
+def vpl_skill(policy: PolicyParams, vae_params: VAEParams, obs_size: int) -> Skill:
+    """Safe-VPL skill: the IQL policy's mean action tanh(MLP([s, z'])) with the VAE's prior."""
+    prior = (vae_params.prior_mean, vae_params.prior_logvar)
+    n_actions = int(policy.log_std.shape[-1])
+    return latent_skill("iql", policy.mean, policy.hidden, n_actions, "relu", prior, obs_size)

@@ -2,8 +2,9 @@
 
 Every method trains its own vmapped seeds (``cfg.downstream.seeds``) on the same offline data
 with its own training reward (PAPER.md 5): Oracle r_new - 10 * cost, Task-Only and the skill
-methods r_new, RC(omega) and SOPL their relabelled rewards. Skill methods act through their
-frozen skill (restored from the skill stage's checkpoints). Evaluation rolls out every seed
+methods r_new, RC(omega) and SOPL their relabelled rewards (each method's `methods.Method`
+says which). Skill methods act through the skill artifact their skill stage saved; nothing of
+that stage's training runs here. Evaluation rolls out every seed
 in the downstream environment, a random downstream goal per episode (PAPER.md 3.6).
 """
 
@@ -17,75 +18,52 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scpr_jax import methods
+from scpr_jax.agents.td3 import high_level_action
+from scpr_jax.artifacts import load_skill
+from scpr_jax.bridge.rollout import host_map
+from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make_task
+from scpr_jax.envs.registry import REAL
+from scpr_jax.evaluation import downstream_returns_fn, normalised_table, table_markdown
+from scpr_jax.methods import Method, setting
+from scpr_jax.report import write_report
 from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.skill import Skill, execute, identity_skill
 from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
 
 
-def method_key(method: str) -> str:
-    """Config section of a method's TD3+BC settings: ``td3bc.<method with _>``."""
-    return method.replace("-", "_")
+def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: Method) -> Skill:
+    """The frozen executor of ``method``: its skill stage's artifact, or the identity."""
+    if method.skill_stage is None:
+        task = make_task(cfg.env)
+        return identity_skill(task.obs_size, task.action_size)
+    return load_skill(run.root / method.skill_stage)  # saved when that stage finished
 
 
-OMEGA = {  # method -> the config setting its state's omega holds (the weight of its reward term)
-    "oracle": "downstream.oracle_cost_weight",
-    "rc": "rc.weight",
-    "sopl": "sopl.weight",
-}
-
-
-def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: str, trajs):
+def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: Method, trajs):
     """(reward [N], reward_term [N], omega) of ``method`` on every row of D_tau: it trains on
     reward + omega * reward_term (`downstream.offline.training_reward`)."""
-    from scpr_jax.skills import reward_models as rm
-    from scpr_jax.stages.skills import reward_model
-
-    if method not in OMEGA:  # task-only and the skill methods: r_new only
+    if method.term is None:  # task-only and the skill methods: r_new only
         return trajs.reward, jnp.zeros_like(trajs.reward), 0.0
-    section, name = OMEGA[method].split(".")
-    omega = float(cfg[section][name])
-    if method == "oracle":
-        return trajs.reward, -trajs.cost, omega
-    state, _ = reward_model(run, cfg, method)  # restored from its checkpoint
-    stats = rm.reward_stats(state.params, trajs)
-    term = rm.rc_term if method == "rc" else rm.sopl_term
-    return trajs.reward, term(trajs, state.params, stats), omega
+    stage_dir = run.root / method.reward_stage if method.reward_stage else None
+    omega = float(setting(cfg, method.omega)) if method.omega else 1.0
+    return trajs.reward, method.term(trajs, stage_dir), omega
 
 
-def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: str):
-    """The frozen executor of ``method``: its skill, or the identity for baselines."""
-    from scpr_jax.downstream import highlevel
-    from scpr_jax.stages.skills import cpl_skills, vpl_skills
-
-    task = make_task(cfg.env)
-    if method == "safe-vpl":
-        vae_state, _, iql_state = vpl_skills(run, cfg)
-        return highlevel.vpl_skill(iql_state.policy, vae_state.params, task.obs_size)
-    if method == "safe-cpl":
-        vae_state, _, cpl_state, _ = cpl_skills(run, cfg)
-        return highlevel.cpl_skill(cpl_state.params, vae_state.params, task.obs_size)
-    return highlevel.identity_skill(task.obs_size, task.action_size)
-
-
-def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int, interval: int = 1):
+def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int, interval: int = 1,
+               policy=lambda state: state):  # fmt: skip
     """Jitted ``f(key, algo, skill) -> (return, cost)`` [n_seeds, n_episodes] for vmapped seeds
     (``real:<task>``: host rollouts, a loop over the seeds); pi_h re-chooses its latent every
-    ``interval`` steps (the control interval)."""
-    from scpr_jax.agents.td3 import high_level_action
-    from scpr_jax.bridge.rollout import host_map
-    from scpr_jax.downstream.highlevel import execute
-    from scpr_jax.downstream.offline import act
-    from scpr_jax.envs.registry import REAL
-    from scpr_jax.evaluation import downstream_returns_fn
-
+    ``interval`` steps (the control interval); ``policy(algo)`` is the `TD3State` that acts."""
     max_steps = int(cfg.eval_max_steps) or None
-    policy = lambda p, o: act(p[0], p[1], o)  # noqa: E731
+    one_policy = lambda p, o: act(policy(p[0]), p[1], o)  # noqa: E731
     if interval > 1:
-        policy = (
-            lambda p, o: high_level_action(p[0], p[0].actor, o),
+        one_policy = (
+            lambda p, o: high_level_action(policy(p[0]), policy(p[0]).actor, o),
             lambda p, o, u: execute(p[1], o, u),
         )
-    one = downstream_returns_fn(cfg.env, n_episodes, policy, max_steps, interval)
+    one = downstream_returns_fn(cfg.env, n_episodes, one_policy, max_steps, interval)
     host = cfg.env.startswith(REAL)
     seed_map = host_map if host else jax.vmap
 
@@ -107,27 +85,26 @@ def _curves(workdir) -> dict:
 
 
 def run_method(
-    run: RunDir, cfg: ml_collections.ConfigDict, method: str, seeds=None, stage: str = ""
+    run: RunDir, cfg: ml_collections.ConfigDict, name: str, seeds=None, stage: str = ""
 ) -> dict:
-    """Trains and evaluates ``method``'s downstream policy (stage ``down-<method>``).
+    """Trains and evaluates method ``name``'s downstream policy (stage ``down-<name>``).
 
     ``seeds`` (default ``cfg.downstream.seeds``) may be a `train.Members` sweep; ``stage``
     overrides the stage directory (sweeps write under ``sweep-<stage>/``).
     """
-    from scpr_jax.downstream.offline import offline_data, train_offline
-
-    stage = stage or f"down-{method}"
+    method = methods.get(name)
+    stage = stage or f"down-{name}"
     if (done := skip(run, stage)) is not None:
         return done
     t0 = time.perf_counter()
-    td3 = cfg.td3bc[method_key(method)]
+    td3 = cfg.td3bc[method.section]
     trajs, _ = load_data(run, cfg, label_stage=None)
     skill = method_skill(run, cfg, method)
     reward, reward_term, omega = method_reward(run, cfg, method, trajs)
-    data = offline_data(trajs, reward, skill, reward_term)
+    data = method.learner.data(trajs, reward, skill, reward_term)
     seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
-    key = stage_key(cfg, "downstream")
-    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes), int(td3.control_interval))
+    interval, policy = int(td3.control_interval), method.learner.policy
+    evaluate_during = rollout_fn(cfg, int(td3.eval_episodes), interval, policy)
 
     def evaluate(loop) -> dict:
         k = jax.random.fold_in(stage_key(cfg, "eval"), int(np.max(loop.step)))
@@ -136,15 +113,13 @@ def run_method(
 
     out = run.stage(stage)
     with progress_bar(f"[{stage}] TD3+BC updates", td3.steps, ("eval/return", "eval/cost")) as bar:
-        state = train_offline(
-            key, data, td3, out, seeds=seeds, evaluate=evaluate,
+        state = method.learner.train(
+            stage_key(cfg, method.stream), data, td3, out, seeds=seeds, evaluate=evaluate,
             eval_every=int(td3.eval_every), progress=bar, omega=omega,
         )  # fmt: skip
     n_final = int(cfg.downstream.eval_episodes)
-    ret, cost = rollout_fn(cfg, n_final, int(td3.control_interval))(
-        stage_key(cfg, "eval"), state, skill
-    )
-    return finish(run, stage, method, seeds, (ret, cost), t0, td3.to_dict())
+    ret, cost = rollout_fn(cfg, n_final, interval, policy)(stage_key(cfg, "eval"), state, skill)
+    return finish(run, stage, name, seeds, (ret, cost), t0, td3.to_dict())
 
 
 def finish(run: RunDir, stage: str, method: str, seeds, ret_cost, t0: float, config: dict):
@@ -183,9 +158,6 @@ def run_report(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
 
 def report(run: RunDir, cfg, methods: tuple, prefix: str, out: str, setting: str) -> dict:
     """Table, curves and scatter of the finished ``<prefix>-<method>`` stages into ``out``."""
-    from scpr_jax.evaluation import normalised_table, table_markdown
-    from scpr_jax.report import write_report
-
     missing = [m for m in methods if run.done(f"{prefix}-{m}") is None]
     if missing:
         raise ValueError(

@@ -1,8 +1,11 @@
 """Preference-learning stages: Safe-VPL skills, Safe-CPL skills, RC/SOPL reward models.
 
-Each trains through the shared loop inside its stage directory, so calling the training
-function again on a finished directory restores the final state from its checkpoint
-without training (the downstream stage loads skills and rewards this way).
+Each trains through the shared loop inside its stage directory (resuming from its last
+checkpoint) and, when it finishes, saves what later stages use as versioned artifacts
+(`scpr_jax.artifacts`): ``skill.json`` (the frozen skill a method acts through) and
+``vae.json`` (the BT-VAE a sweep of the skill's decoder reuses) for `vpl` and `cpl`,
+``reward.json`` for `reward-rc` / `reward-sopl`. Later stages load those and never call the
+training functions here.
 """
 
 from __future__ import annotations
@@ -13,17 +16,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scpr_jax.agents.iql import policy_action
+from scpr_jax.artifacts import save_skill
 from scpr_jax.envs import make_task
 from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.skills.cpl import cpl_action, cpl_skill
+from scpr_jax.skills.evaluate import latent_returns
+from scpr_jax.skills.reward_models import save_reward
+from scpr_jax.skills.train_cpl import train_cpl
+from scpr_jax.skills.train_rewards import train_reward_model
+from scpr_jax.skills.train_vae import model_config, save_vae, train_vae
+from scpr_jax.skills.vpl import train_skills, vpl_skill
 from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
 from scpr_jax.stages.data import regret_stage
 
 
 def vpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
-    """Trains or restores the Safe-VPL BT-VAE and IQL skills -> (vae_state, vae_summary, iql)."""
-    from scpr_jax.skills.train_vae import model_config, train_vae
-    from scpr_jax.skills.vpl import train_skills
-
+    """Trains (or resumes) the Safe-VPL BT-VAE and IQL skills -> (vae_state, vae_summary, iql)."""
     task = make_task(cfg.env)
     trajs, prefs = load_data(run, cfg, "label")
     out = run.stage("vpl")
@@ -40,11 +49,8 @@ def vpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
 
 
 def cpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
-    """Trains or restores Safe-CPL: BT-VAE on regret labels, then the CPL policy decoder
+    """Trains (or resumes) Safe-CPL: BT-VAE on regret labels, then the CPL policy decoder
     with that VAE frozen -> (vae_state, vae_summary, cpl_state, cpl_summary)."""
-    from scpr_jax.skills.train_cpl import train_cpl
-    from scpr_jax.skills.train_vae import model_config, train_vae
-
     task = make_task(cfg.env)
     trajs, prefs = load_data(run, cfg, regret_stage(cfg))
     out = run.stage("cpl")
@@ -61,9 +67,7 @@ def cpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
 
 
 def reward_model(run: RunDir, cfg: ml_collections.ConfigDict, kind: str):
-    """Trains or restores the pooled RC or SOPL reward -> (state, summary)."""
-    from scpr_jax.skills.train_rewards import train_reward_model
-
+    """Trains (or resumes) the pooled RC or SOPL reward -> (state, summary)."""
     stage = f"reward-{kind}"
     trajs, prefs = load_data(run, cfg, "label")
     with progress_bar(f"[{stage}] updates", 0, ("loss",)) as bar:
@@ -87,8 +91,6 @@ def _latent_table(name: str, ret: np.ndarray, cost: np.ndarray, unsafe_cost: flo
 
 def _finish(run: RunDir, cfg, stage: str, act, latents, summary: dict, t0: float) -> dict:
     """Rolls out every user's mean posterior latent, prints and records the stage summary."""
-    from scpr_jax.skills.evaluate import latent_returns
-
     ret, cost = latent_returns(
         stage_key(cfg, "eval"), cfg.env, act, jnp.asarray(latents),
         n_episodes=int(cfg.eval_episodes), max_steps=int(cfg.eval_max_steps) or None,
@@ -110,10 +112,11 @@ def run_vpl(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     each crowd user's mean posterior latent in every user's crowd environment."""
     if (done := skip(run, "vpl")) is not None:
         return done
-    from scpr_jax.agents.iql import policy_action
-
     t0 = time.perf_counter()
-    _, vae_summary, iql_state = vpl_skills(run, cfg)
+    vae_state, vae_summary, iql_state = vpl_skills(run, cfg)
+    obs_size = make_task(cfg.env).obs_size
+    save_skill(run.stage("vpl"), vpl_skill(iql_state.policy, vae_state.params, obs_size))
+    save_vae(run.stage("vpl"), vae_state.params, cfg.vae)
     print(
         "[vpl] VAE held-out preference accuracy per user: "
         f"{[round(a, 3) for a in vae_summary['accuracy_per_user']]}"
@@ -127,16 +130,16 @@ def run_cpl(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     """Safe-CPL skills: BT-VAE on regret labels, then the CPL decoder; evaluated like VPL."""
     if (done := skip(run, "cpl")) is not None:
         return done
-    from scpr_jax.skills.cpl import cpl_action
-
     t0 = time.perf_counter()
-    _, vae_summary, cpl_state, cpl_summary = cpl_skills(run, cfg)
+    vae_state, vae_summary, cpl_state, cpl_summary = cpl_skills(run, cfg)
+    obs_size = make_task(cfg.env).obs_size
+    save_skill(run.stage("cpl"), cpl_skill(cpl_state.params, vae_state.params, obs_size))
+    save_vae(run.stage("cpl"), vae_state.params, cfg.cpl_vae)
     print(
         "[cpl] held-out accuracy per user: VAE "
         f"{[round(a, 3) for a in vae_summary['accuracy_per_user']]}, decoder "
         f"{[round(a, 3) for a in cpl_summary['accuracy_per_user']]}"
     )
-    obs_size = make_task(cfg.env).obs_size
     act = lambda x: cpl_action(cpl_state.params, x[..., :obs_size], x[..., obs_size:])  # noqa: E731
     summary = {"vae": vae_summary, "decoder": cpl_summary}
     return _finish(run, cfg, "cpl", act, vae_summary["posterior_mean_per_user"], summary, t0)
@@ -147,7 +150,8 @@ def _run_reward(run: RunDir, cfg: ml_collections.ConfigDict, kind: str) -> dict:
     if (done := skip(run, stage)) is not None:
         return done
     t0 = time.perf_counter()
-    _, summary = reward_model(run, cfg, kind)
+    state, summary = reward_model(run, cfg, kind)
+    save_reward(run.stage(stage), state.params, kind)
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(run.stage(stage) / "summary.json", summary)
     print(

@@ -7,10 +7,10 @@ batch_size, steps, ...) split the grid into separate programs, run one after ano
 program is a stage directory ``sweep-<stage>/<static settings>``; resumable like every stage.
 The results, per member and averaged over seeds, go to ``sweep-<stage>/results.{json,md}``.
 
-Stages: ``collect``, ``vae``, ``iql``, ``cpl``, ``rc``, ``sopl`` (`sweep_skills`) and
-``down-<method>`` / ``online-<method>``. A sweep varies only its own stage's settings (plus,
-downstream, the data settings in `DATA_SETTINGS`); upstream stages run once (or are skipped
-when done).
+Stages: ``collect``, ``vae``, ``iql``, ``cpl``, ``rc``, ``sopl`` (`sweep_plans.SKILL_PLANS`)
+and ``down-<method>`` / ``online-<method>`` for every registered method. A sweep varies only
+its own stage's settings (plus, downstream, the weight of its method's reward term,
+`data_settings`); upstream stages run once (or are skipped when done).
 """
 
 from __future__ import annotations
@@ -18,47 +18,47 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import ml_collections
 import numpy as np
 
-from scpr_jax.agents.td3_config import METHODS
-from scpr_jax.downstream.online import ONLINE_METHODS
+from scpr_jax import methods
+from scpr_jax.config import validate
 from scpr_jax.runs import RunDir, atomic_write_json, atomic_write_text
+from scpr_jax.stages.sweep_plans import SKILL_PLANS, downstream_plan, skill_plan
 from scpr_jax.train import Members, grid
-
-SKILL_STAGES = ("collect", "vae", "iql", "cpl", "rc", "sopl")  # config section = stage name
-DYNAMIC = {  # config setting -> TD3 state leaf that holds it (tested against the state)
-    "down": {k: k for k in ("beta_reg", "lr", "gamma", "tau", "bc_weight", "target_noise",
-                            "noise_clip")} | {"bc_alpha": "q_scale"},
-    "online": {k: k for k in ("beta_reg", "lr", "gamma", "tau", "target_noise", "noise_clip",
-                              "q_scale", "expl_noise")},
-}  # fmt: skip
-DATA_SETTINGS = ("rc.weight", "sopl.weight", "downstream.oracle_cost_weight")
 
 
 def stage_names() -> list[str]:
     """Every stage `scpr sweep --stage` accepts."""
-    down, online = (f"down-{m}" for m in METHODS), (f"online-{m}" for m in ONLINE_METHODS)
-    return [*SKILL_STAGES, *down, *online]
+    down = (f"down-{m}" for m in methods.names())
+    online = (f"online-{m}" for m in methods.names(online=True))
+    return [*SKILL_PLANS, *down, *online]
 
 
 def section_of(stage: str) -> str:
     """Config section holding ``stage``'s own settings; ValueError listing the valid stages."""
     if stage not in stage_names():
         raise ValueError(f"unknown sweep stage {stage!r}; valid: {', '.join(stage_names())}")
-    if stage in SKILL_STAGES:
+    if stage in SKILL_PLANS:
         return stage
     kind, _, method = stage.partition("-")
-    return f"{'td3bc' if kind == 'down' else 'td3'}.{method.replace('-', '_')}"
+    return f"{'td3bc' if kind == 'down' else 'td3'}.{methods.get(method).section}"
+
+
+def data_settings(stage: str) -> tuple[str, ...]:
+    """Settings outside its section that a downstream sweep may vary: its reward's weight."""
+    if stage in SKILL_PLANS:
+        return ()
+    kind, _, name = stage.partition("-")
+    method = methods.get(name)
+    return tuple(k for k in method.sweep_leaves(kind) if "." in k)
 
 
 def owner(key: str) -> str | None:
     """The sweep stage whose settings include the full config key ``key`` (None: upstream)."""
     top, _, rest = key.partition(".")
-    if top in SKILL_STAGES:
+    if top in SKILL_PLANS:
         return top
     prefix = {"td3bc": "down", "td3": "online"}.get(top)
     name = f"{prefix}-{rest.partition('.')[0].replace('_', '-')}"
@@ -153,8 +153,8 @@ def parse_axes(items: list[str], stage: str, cfg: ml_collections.ConfigDict) -> 
 
 def _check_owner(full: str, stage: str) -> None:
     """Raises ValueError if ``stage`` cannot sweep ``full``, naming the stage it belongs to."""
-    section, downstream = section_of(stage), stage not in SKILL_STAGES
-    if full.startswith(f"{section}.") or (downstream and full in DATA_SETTINGS):
+    section, extra = section_of(stage), data_settings(stage)
+    if full.startswith(f"{section}.") or full in extra:
         return
     theirs = owner(full)
     where = (
@@ -162,7 +162,7 @@ def _check_owner(full: str, stage: str) -> None:
         if theirs
         else "it is an upstream setting; sweep it with separate --workdir runs"
     )
-    allowed = ", ".join([f"{section}.*", *(DATA_SETTINGS if downstream else ())])
+    allowed = ", ".join([f"{section}.*", *extra])
     raise ValueError(
         f"cannot sweep [{full!r}] in a {stage!r} sweep: {where}; a {stage!r} sweep varies "
         f"only {allowed}"
@@ -194,48 +194,11 @@ def _with(cfg: ml_collections.ConfigDict, settings: dict) -> ml_collections.Conf
     return cfg.lock()
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How one stage sweeps: its dynamic settings, upstream work, one program, its metrics."""
-
-    dynamic: dict  # config setting (short) -> state leaf it initialises
-    upstream: Callable[[ml_collections.ConfigDict], None]  # runs (or skips) what it needs
-    train: Callable[[ml_collections.ConfigDict, Members, str], dict]  # -> summary, lists [M]
-    metrics: tuple[str, ...]  # summary entries reported per member
-
-
-def _downstream_plan(run: RunDir, stage: str) -> Plan:
-    from scpr_jax.stages import NEEDS, ORDER, run_stage
-    from scpr_jax.stages.downstream import OMEGA, run_method
-    from scpr_jax.stages.online import run_online_method
-
-    kind, _, method = stage.partition("-")
-    runner = run_method if kind == "down" else run_online_method
-    dynamic = dict(DYNAMIC[kind])  # the reward's weight is a leaf too: omega / cost_weight
-    if kind == "down" and method in OMEGA:
-        dynamic[OMEGA[method]] = "omega"
-    if kind == "online" and method == "oracle":
-        dynamic["downstream.oracle_cost_weight"] = "cost_weight"
-
-    def upstream(cfg_c):
-        for name in ORDER:
-            if name == "collect" or name in NEEDS[method]:
-                run_stage(name, run, cfg_c)
-
-    def train(cfg_c, members, name):
-        return runner(run, cfg_c, method, seeds=members, stage=name)["summary"]
-
-    return Plan(dynamic, upstream, train, ("return", "cost"))
-
-
 def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, items) -> dict:
     """Runs the grid of ``seeds`` x ``items`` (``key=v1,v2`` strings) for ``stage``."""
-    from scpr_jax.config import validate
-    from scpr_jax.stages.sweep_skills import skill_plan
-
     axes = parse_axes(items, stage, cfg)
     section = section_of(stage)
-    plan = skill_plan(run, cfg, stage) if stage in SKILL_STAGES else _downstream_plan(run, stage)
+    plan = skill_plan(run, cfg, stage) if stage in SKILL_PLANS else downstream_plan(run, stage)
     dynamic, static = _split(axes, section, plan.dynamic)
     rows = []
     for combo in itertools.product(*static.values()):
