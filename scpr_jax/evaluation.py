@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scpr_jax.acting import is_host, rollout
 from scpr_jax.envs import make
-from scpr_jax.envs.registry import REAL
 
 Policy = Callable[[Any, jax.Array], jax.Array]  # act(params, obs_full [O]) -> action [A]
 
@@ -48,9 +48,10 @@ def downstream_returns_fn(
         raise ValueError(f"task_name={task_name!r} must be a task name without a form")
     if n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes} must be >= 1")
-    if task_name.startswith(REAL):  # real simulators: a host-side f (neither jit nor vmap)
+    if is_host(task_name):  # real simulators: a host-side f (neither jit nor vmap)
         if interval != 1:
             raise ValueError(f"interval={interval} > 1 is not supported on {task_name!r} yet")
+        # the bridge (host simulators, an optional dependency) loads only for a real: task
         from scpr_jax.bridge.rollout import downstream_returns_fn as host_fn
 
         return host_fn(task_name, n_episodes, act, max_steps, **task_kwargs)
@@ -59,30 +60,16 @@ def downstream_returns_fn(
     n_steps = int(env_params.max_steps)
 
     def episode(key: jax.Array, params: Any) -> tuple[jax.Array, jax.Array]:
-        k_reset, k_steps = jax.random.split(key)
-        obs0, state = env.reset(k_reset, env_params)
+        if interval == 1:
+            return rollout(env, env_params, lambda obs, t, u: (act(params, obs), u), key, n_steps)
+        choose, execute = act
 
-        def body(carry, xs):
-            state, obs, ret, cost, alive, u = carry
-            key, t = xs
-            if interval == 1:
-                action = act(params, obs)
-            else:
-                choose, execute = act
-                u = jnp.where(t % interval == 0, choose(params, obs), u)
-                action = execute(params, obs, u)
-            ts, state = env.step(key, state, action, env_params)
-            # AutoReset starts a new episode after done; alive masks its steps out
-            ret, cost = ret + alive * ts.reward, cost + alive * ts.cost
-            alive = alive * (1.0 - (ts.terminated | ts.truncated))
-            return (state, ts.obs, ret, cost, alive, u), None
+        def policy(obs, t, u):
+            u = jnp.where(t % interval == 0, choose(params, obs), u)
+            return execute(params, obs, u), u
 
-        zero = jnp.asarray(0.0, jnp.float32)
-        u0 = zero if interval == 1 else jnp.zeros_like(act[0](params, obs0))
-        carry = (state, obs0, zero, zero, jnp.asarray(1.0, jnp.float32), u0)
-        xs = (jax.random.split(k_steps, n_steps), jnp.arange(n_steps))
-        (_, _, ret, cost, _, _), _ = jax.lax.scan(body, carry, xs)
-        return ret, cost
+        init = lambda obs0: jnp.zeros_like(choose(params, obs0))  # noqa: E731
+        return rollout(env, env_params, policy, key, n_steps, init)
 
     def f(key: jax.Array, params: Any) -> tuple[jax.Array, jax.Array]:
         keys = jax.random.split(key, n_episodes)
@@ -103,7 +90,7 @@ def downstream_returns(
     f = downstream_returns_fn(
         task_name, n_episodes, lambda _, obs: act(obs), max_steps, **task_kwargs
     )
-    return (f if task_name.startswith(REAL) else jax.jit(f))(key, None)
+    return (f if is_host(task_name) else jax.jit(f))(key, None)
 
 
 def _mean_se(x: np.ndarray) -> dict[str, float]:

@@ -101,6 +101,6 @@ class RunDir:
         atomic_write_json(self.stage(name) / "DONE.json", summary)
         jax = sys.modules.get("jax")
         if jax is not None and jax.process_count() > 1:  # all see DONE.json once this returns
-            from jax.experimental import multihost_utils
+            from jax.experimental import multihost_utils  # runs.py itself never imports JAX
 
             multihost_utils.sync_global_devices(f"scpr stage done: {name}")

@@ -110,7 +110,7 @@ def swimmer_xml(xml: str) -> str:
 @functools.cache
 def swimmer_velocity_env_class() -> type:
     """SafetySwimmerVelocity-v1's env class, loading its model through `swimmer_xml`."""
-    import mujoco
+    import mujoco  # the real simulators' MuJoCo: optional, loaded only when one is built
 
     import_safety_gymnasium()
     module = importlib.import_module(f"{PACKAGE}.tasks.safe_velocity.safety_swimmer_velocity_v1")

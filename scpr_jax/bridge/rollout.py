@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scpr_jax.acting import EpisodeSums, accumulate
 from scpr_jax.bridge.registry import make
 from scpr_jax.bridge.vec import BridgedEnv
 from scpr_jax.envs.core import EnvParams
@@ -54,16 +55,15 @@ def episode_returns(
         k_reset, k_steps = jax.random.split(jax.random.fold_in(key, w))
         episode = np.minimum(w * n + np.arange(n), n_episodes - 1)
         obs = env.reset(k_reset, params)
-        alive = np.ones(n, bool)
+        sums = EpisodeSums.start((n,), np.float64, xp=np)  # summed in float64 on the host
         for t in range(int(params.max_steps)):
             ts = env.step(jax.random.fold_in(k_steps, t), policy(episode, obs), params)
             reward, c, done = jax.device_get((ts.reward, ts.cost, ts.terminated | ts.truncated))
-            ret[w] += np.where(alive, reward, 0.0)  # steps after the end belong to a new episode
-            cost[w] += np.where(alive, c, 0.0)
-            alive &= ~done
-            if not alive.any():
+            sums = accumulate(sums, reward, c, done)  # the rollouts' alive-masked sums
+            if not sums.alive.any():
                 break
             obs = ts.obs
+        ret[w], cost[w] = sums.ret, sums.cost
     return ret.reshape(-1)[:n_episodes], cost.reshape(-1)[:n_episodes]
 
 

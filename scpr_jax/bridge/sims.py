@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scpr_jax.bridge import compat
 from scpr_jax.envs.ball import BallState
 from scpr_jax.envs.ball_reach import ReachState
 from scpr_jax.envs.core import Task
@@ -88,12 +89,11 @@ class BallSim(Sim):
         self.sim_id, self.keep, self.sim_kwargs = sim_id, slice(*keep), sim_kwargs or {}
 
     def build(self):
+        # the simulators are optional at run time and slow to import: loaded only when built
         import bullet_safety_gym  # noqa: F401  (registers the Safety* ids with gymnasium)
         import gymnasium
 
-        from scpr_jax.bridge.compat import process_std_streams
-
-        with process_std_streams():
+        with compat.process_std_streams():
             return gymnasium.make(self.sim_id, **self.sim_kwargs).unwrapped
 
     def draw(self, key):
@@ -147,8 +147,6 @@ class VelocitySim(Sim):
         self.sim_id, self.module, self.cls = sim_id, module, cls
 
     def build(self):
-        from scpr_jax.bridge import compat
-
         if self.sim_id.startswith("SafetySwimmer"):
             return compat.swimmer_velocity_env_class()()
         compat.import_safety_gymnasium()
@@ -180,6 +178,7 @@ class VelocitySim(Sim):
         )
 
     def to_phys(self, phys):
+        # Brax (and MuJoCo's import-time prints) load only when a velocity task is used
         from scpr_jax.envs.velocity import VelocityState
 
         return VelocityState(brax=None, velocity=phys["velocity"])

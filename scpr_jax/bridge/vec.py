@@ -30,6 +30,8 @@ def _stack(steps: list[Step], field: str) -> dict:
 class BridgedEnv:
     """``n_envs`` copies of ``sim``'s simulator in the ``crowd`` or ``downstream`` form."""
 
+    host = True  # steps on the host: `acting.is_host` routes rollouts and collection to loops
+
     def __init__(self, name: str, sim: Sim, form: str, n_envs: int):
         if n_envs < 1:
             raise ValueError(f"n_envs={n_envs} must be >= 1")

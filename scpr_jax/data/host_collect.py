@@ -5,7 +5,8 @@ Same config (`collect_config`), SAC, buffer layout, `Trajectories` and summary a
 step leaves the device: each vectorised step is a jitted `act` (uniform random actions
 before warm-up, else the SAC policy), the host `BridgedEnv.step` of all copies, and a jitted
 `learn` that writes the transitions at row t of the on-device buffer (donated, so it is
-updated in place) and runs ``updates_per_step`` SAC updates on it. Key use per step is that of
+updated in place) and runs ``updates_per_step`` SAC updates on it: the two halves of the acting
+core's step (`acting.act_store_learn`) around the host step. Key use per step is that of
 `collect.make_chunk` (and `BridgedEnv` splits keys over copies as ``vmap(env.step)`` does), so
 a Ball task's copies start where the JAX-native collector's would under the same key. `act`
 and `learn` are pure (vmappable); the Python loop around them and the simulators are not.
@@ -21,13 +22,15 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from scpr_jax.agents.sac import SACState, sac_init, sample_action
+from scpr_jax.acting import chunk_means, store_and_learn
+from scpr_jax.agents.sac import SACState, sac_init
 from scpr_jax.bridge import BridgedEnv, make
-from scpr_jax.data.collect import (
-    _row,
-    _steps,
+from scpr_jax.data.buffer import (
     distinct_buffers,
-    make_store_and_learn,
+    empty_buffer,
+    sac_act,
+    sac_learner,
+    schedule,
     stream_major,
     summarize,
 )
@@ -51,57 +54,40 @@ def _keys(key: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jax.random.split(key, 4))
 
 
-def make_act(config, warmup_t: int) -> Callable:
-    """Pure ``act(sac, obs [N, O], t, key) -> (action [N, A], k_env)``."""
+def make_act(config) -> Callable:
+    """Pure ``act(sac, obs [N, O], t, key) -> (action [N, A], k_env)``: the step's first half."""
+    warmup_t = sac_learner(config).warmup_t
 
     def act(sac: SACState, obs: jax.Array, t: jax.Array, key: jax.Array):
         _, k_act, k_env, _ = _keys(key)
-        k_pi, k_rand = jax.random.split(k_act)
-        a_pi, _ = sample_action(sac.actor_params, sac, obs, k_pi)
-        a_rand = jax.random.uniform(k_rand, a_pi.shape, minval=-1.0, maxval=1.0)
-        return jnp.where(t < warmup_t, a_rand, a_pi), k_env
+        return sac_act(sac, obs, k_act, t < warmup_t), k_env
 
     return act
 
 
 def make_learn(config) -> Callable:
-    """Pure ``learn(state, action [N, A], ts) -> (state, metrics)``: store row t, then SAC
-    updates once warm-up is done (`collect.make_store_and_learn`, as the JAX collector)."""
-    store_and_learn = make_store_and_learn(config)
+    """Pure ``learn(state, action [N, A], ts) -> (state, metrics)``: the step's second half
+    (`acting.store_and_learn` with SAC's store and learn, as the JAX collector)."""
+    sac = sac_learner(config)
 
     def learn(state: HostCollectorState, action: jax.Array, ts):
         key, _, _, k_update = _keys(state.key)
-        sac, buffer, metrics = store_and_learn(
-            state.sac, state.buffer, state.t, state.obs, state.cost_penalty, action, ts, k_update
+        store = lambda a, s: sac.store(state.buffer, state.t, state.obs, a, s)  # noqa: E731
+        penalty = sac.penalty(state.t, state.cost_penalty)
+        learner, buffer, metrics = store_and_learn(
+            store, sac.learn, sac.learn_from, state.t, state.sac, action, ts, k_update, penalty
         )
-        state = state.replace(sac=sac, obs=ts.obs, buffer=buffer, t=state.t + 1, key=key)
+        state = state.replace(sac=learner, obs=ts.obs, buffer=buffer, t=state.t + 1, key=key)
         return state, metrics
 
     return learn
 
 
-def empty_buffer(obs, action, ts, n_steps: int) -> Trajectories:
-    """Zeros [n_steps, n_envs, ...] shaped like the transitions of one vectorised step."""
-    row = jax.eval_shape(lambda o, a, s: _row(o, a, s, obs.shape[0]), obs, action, ts)
-    return jax.tree.map(lambda s: jnp.zeros((n_steps, *s.shape), s.dtype), row)
-
-
 def chunk_metrics(steps: list[dict], penalty: float, updates_per_step: int) -> dict:
-    """Per-step metrics of a chunk -> the chunk metrics of `collect.make_chunk`."""
-    m = {k: np.asarray(v, np.float64) for k, v in jax.device_get(jax.tree.map(
-        lambda *x: jnp.stack(x), *steps)).items()}  # fmt: skip
-    updated = m.pop("updated")
-    n_done, n_updated = m.pop("episodes").sum(), updated.sum()
-    out = {
-        "reward": m.pop("reward").mean(),
-        "cost": m.pop("cost").mean(),
-        "episodes": n_done,
-        "episode_return": m.pop("episode_return_sum").sum() / max(n_done, 1.0),
-        "episode_cost": m.pop("episode_cost_sum").sum() / max(n_done, 1.0),
-        "penalty": penalty,
-        "updates": n_updated * updates_per_step,
-    }
-    out |= {k: (v * updated).sum() / max(n_updated, 1.0) for k, v in m.items()}
+    """Per-step metrics of a chunk -> the chunk metrics of `collect.make_chunk` (in float64)."""
+    stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *steps))
+    m = {k: np.asarray(v, np.float64) for k, v in stacked.items()}
+    out = chunk_means(m, updates_per_step, xp=np, penalty=penalty)
     return {k: float(v) for k, v in out.items()}
 
 
@@ -125,7 +111,7 @@ def collect(
         raise ValueError(f"collect needs the downstream form (goal observed), got {env.name!r}")
     if env.n_envs != int(config.n_envs):
         raise ValueError(f"{env.name} has n_envs={env.n_envs}, config.n_envs={config.n_envs}")
-    n_steps, warmup_t, switch_t = _steps(config)
+    n_steps, _, switch_t = schedule(config)
     params = env.default_params(max_steps=int(config.max_steps) or None)
     params = params.replace(resample_prob=jnp.asarray(config.resample_prob, jnp.float32))
     k_reset, k_sac, k_run = jax.random.split(key, 3)
@@ -138,7 +124,7 @@ def collect(
         cost_penalty=jnp.asarray(config.cost_penalty, jnp.float32),
     )
     state = distinct_buffers(state)
-    act = jax.jit(make_act(config, warmup_t))
+    act = jax.jit(make_act(config))
     learn = jax.jit(make_learn(config), donate_argnums=0)
     steps = []
     for t in range(n_steps):

@@ -37,7 +37,8 @@ def crowd_goals(task: Task, n_users: int) -> np.ndarray:
         raise ValueError(f"n_users={n_users} must be >= 1")
     if n_users == len(paper):
         return paper
-    if task.paper.distinct_users:  # e.g. Reach's corners, HalfCheetah's two directions
+    settings = getattr(task, "paper", None)  # a task's PaperSettings (duck-typed: none)
+    if settings is not None and settings.distinct_users:  # Reach corners, Cheetah directions
         if n_users > len(paper):
             raise ValueError(
                 f"n_users={n_users}: {task.name} has only {len(paper)} distinct user goals"

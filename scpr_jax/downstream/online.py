@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from scpr_jax.acting import act_store_learn, chunk_means, scan_updates
 from scpr_jax.agents.td3 import (
     TD3State,
     high_level_action,
@@ -142,38 +143,25 @@ def _chunk(env_name: str, n_envs, n_steps, warmup_t, n_updates, batch_size, capa
                 td3, sample_replay(replay, filled, k_batch, batch_size), k_update, skill
             )
 
-        td3, metrics = jax.lax.scan(one, td3, jax.random.split(key, n_updates))
-        return td3, jax.tree.map(jnp.mean, metrics)
-
-    def skip(td3, replay, filled, skill, key):
-        shapes = jax.eval_shape(train, td3, replay, filled, skill, key)[1]
-        return td3, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return scan_updates(one, td3, key, n_updates)
 
     def env_step(s: OnlineState, key, skill: Skill):
-        k_act, k_env, k_update = jax.random.split(key, 3)
-        action = behaviour_action(s, skill, s.obs, k_act, s.t < warmup_t, u_std)
-        ts, env_state = step_envs(jax.random.split(k_env, n_envs), s.env_state, action, params)
-        row = Replay(
-            obs=s.obs, action=action, reward=ts.reward - s.cost_weight * ts.cost, cost=ts.cost,
-            next_obs=ts.info["final_obs"], terminated=ts.terminated.astype(jnp.float32),
+        def store(action, ts):
+            row = Replay(
+                obs=s.obs, action=action, reward=ts.reward - s.cost_weight * ts.cost,
+                cost=ts.cost, next_obs=ts.info["final_obs"],
+                terminated=ts.terminated.astype(jnp.float32),
+            )  # fmt: skip
+            i = (s.t * n_envs + jnp.arange(n_envs)) % capacity
+            replay = jax.tree.map(lambda b, x: b.at[i].set(x), s.replay, row)
+            return replay, jnp.minimum((s.t + 1) * n_envs, capacity)
+
+        # the first policy step (t = warmup_t) already learns (TD3's schedule)
+        td3, replay, env_state, ts, metrics = act_store_learn(
+            lambda k, warm: behaviour_action(s, skill, s.obs, k, warm, u_std),
+            lambda k, a: step_envs(jax.random.split(k, n_envs), s.env_state, a, params),
+            store, train, warmup_t, warmup_t, s.t, jax.random.split(key, 3), s.td3, skill,
         )  # fmt: skip
-        i = (s.t * n_envs + jnp.arange(n_envs)) % capacity
-        replay = jax.tree.map(lambda b, x: b.at[i].set(x), s.replay, row)
-        filled = jnp.minimum((s.t + 1) * n_envs, capacity)
-        updated = s.t >= warmup_t  # the first policy step already learns (TD3's schedule)
-        td3, td3_metrics = jax.lax.cond(
-            updated, train, skip, s.td3, replay, filled, skill, k_update
-        )
-        done = ts.info["episode_done"].astype(jnp.float32)
-        metrics = {
-            "reward": jnp.mean(ts.reward),
-            "cost": jnp.mean(ts.cost),
-            "episodes": jnp.sum(done),
-            "episode_return": jnp.sum(done * ts.info["episode_return"]),
-            "episode_cost": jnp.sum(done * ts.info["episode_cost"]),
-            "updated": updated.astype(jnp.float32),
-            **td3_metrics,
-        }
         s = s.replace(td3=td3, env_state=env_state, obs=ts.obs, replay=replay, t=s.t + 1)
         return s, metrics
 
@@ -181,19 +169,8 @@ def _chunk(env_name: str, n_envs, n_steps, warmup_t, n_updates, batch_size, capa
         key, k_chunk = jax.random.split(loop.key)
         body = functools.partial(env_step, skill=skill)
         algo, m = jax.lax.scan(body, loop.algo, jax.random.split(k_chunk, n_steps))
-        updated, n_done = m.pop("updated"), jnp.sum(m.pop("episodes"))
-        n_updated = jnp.sum(updated)
-        out = {
-            "reward": jnp.mean(m.pop("reward")),
-            "cost": jnp.mean(m.pop("cost")),
-            "episodes": n_done,  # 0: the episode means below are 0 placeholders
-            "episode_return": jnp.sum(m.pop("episode_return")) / jnp.maximum(n_done, 1),
-            "episode_cost": jnp.sum(m.pop("episode_cost")) / jnp.maximum(n_done, 1),
-            "updates": n_updated * n_updates,
-        }
-        td3_means = {k: jnp.sum(v * updated) / jnp.maximum(n_updated, 1) for k, v in m.items()}
         loop = LoopState(algo=algo, key=key, step=loop.step + n_steps * n_envs)
-        return loop, {**out, **td3_means}
+        return loop, chunk_means(m, n_updates)
 
     return chunk
 

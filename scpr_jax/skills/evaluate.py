@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scpr_jax.acting import is_host, rollout
 from scpr_jax.envs import make
-from scpr_jax.envs.registry import REAL
 from scpr_jax.skill import skill_obs
 
 
@@ -27,7 +27,8 @@ def latent_returns(
     Returns (return, cost), each [n_latents, n_users]: entry (i, u) rolls the skill with
     latent i in user u's crowd environment (reward r_user, cost counted separately).
     """
-    if task_name.startswith(REAL):  # real simulators: rolled out on the host
+    if is_host(task_name):  # real simulators: rolled out on the host
+        # the bridge (host simulators, an optional dependency) loads only for a real: task
         from scpr_jax.bridge.rollout import latent_returns as host_latent_returns
 
         return host_latent_returns(key, task_name, act, latents, n_episodes, max_steps)
@@ -38,20 +39,8 @@ def latent_returns(
     n_steps = int(params.max_steps[0])
 
     def one(key, z, p):
-        k_reset, k_steps = jax.random.split(key)
-        obs0, state = env.reset(k_reset, p)
-
-        def body(carry, key):
-            state, obs, ret, cost, alive = carry
-            ts, state = env.step(key, state, act(skill_obs(obs, z)), p)
-            done = ts.terminated | ts.truncated
-            ret, cost = ret + alive * ts.reward, cost + alive * ts.cost
-            return (state, ts.obs, ret, cost, alive * (1.0 - done)), None
-
-        zero = jnp.asarray(0.0)
-        carry = (state, obs0, zero, zero, jnp.asarray(1.0))
-        (_, _, ret, cost, _), _ = jax.lax.scan(body, carry, jax.random.split(k_steps, n_steps))
-        return ret, cost
+        policy = lambda obs, t, c: (act(skill_obs(obs, z)), c)  # noqa: E731
+        return rollout(env, p, policy, key, n_steps)
 
     def grid(key):
         keys = jax.random.split(key, (latents.shape[0], n_users, n_episodes))
