@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
+from scpr_jax.errors import IntegrityError
 from scpr_jax.runs import atomic_write_bytes, atomic_write_json
 from scpr_jax.skill import Skill
 
 FORMAT, VERSION = "scpr-jax artifact", 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(IntegrityError):
     """A missing, damaged or incompatible artifact (the message names the file)."""
 
 
@@ -54,18 +55,27 @@ def load(directory: str | Path, name: str, kind: str) -> tuple[Any, dict]:
             "artifact (it may have finished with an older scpr-jax); delete that stage "
             "directory to redo it"
         )
-    description = json.loads(path.read_text())
-    if description.get("format") != FORMAT or description.get("version") != VERSION:
+    try:
+        description = json.loads(path.read_text())
+        data = (path.parent / f"{name}.msgpack").read_bytes()
+    except (OSError, ValueError) as err:  # a torn description, a missing arrays file
+        raise ArtifactError(
+            f"{path}: unreadable artifact ({err}); delete {path.parent} to redo that stage"
+        ) from err
+    description = description if isinstance(description, dict) else {}
+    if (description.get("format"), description.get("version")) != (FORMAT, VERSION):
         raise ArtifactError(
             f"{path}: format {description.get('format')!r} version "
             f"{description.get('version')!r}; this scpr-jax reads {FORMAT!r} version {VERSION}"
         )
-    if description["kind"] != kind:
-        raise ArtifactError(f"{path} holds a {description['kind']!r}, not a {kind!r}")
-    data = (path.parent / f"{name}.msgpack").read_bytes()
-    if hashlib.sha256(data).hexdigest() != description["sha256"]:
+    if description.get("kind") != kind:
+        raise ArtifactError(f"{path} holds a {description.get('kind')!r}, not a {kind!r}")
+    if hashlib.sha256(data).hexdigest() != description.get("sha256"):
         raise ArtifactError(f"{path.parent / name}.msgpack is damaged (SHA-256 mismatch)")
-    return serialization.msgpack_restore(data), description["meta"]
+    try:
+        return serialization.msgpack_restore(data), dict(description["meta"])
+    except (KeyError, TypeError, ValueError) as err:  # checksum fine, content not ours
+        raise ArtifactError(f"{path}: not a complete {kind} artifact ({err})") from err
 
 
 def save_skill(directory: str | Path, skill: Skill, name: str = "skill") -> Path:
@@ -84,11 +94,16 @@ def save_skill(directory: str | Path, skill: Skill, name: str = "skill") -> Path
 def load_skill(directory: str | Path, name: str = "skill") -> Skill:
     """The `Skill` of `save_skill`, ready to `skill.execute`."""
     state, meta = load(directory, name, "skill")
-    statics = {k: meta[k] for k in ("kind", "obs_size", "n_actions", "activation")}
+    try:
+        statics = {k: meta[k] for k in ("kind", "obs_size", "n_actions", "activation")}
+        hidden = tuple(meta["hidden"])
+        params, mean, std = state["params"], state["prior_mean"], state["prior_std"]
+    except (KeyError, TypeError) as err:
+        raise ArtifactError(f"{Path(directory) / name}.json: not a skill ({err})") from err
     return Skill(
-        params=state["params"],
-        prior_mean=state["prior_mean"],
-        prior_std=state["prior_std"],
-        hidden=tuple(meta["hidden"]),
+        params=params,
+        prior_mean=mean,
+        prior_std=std,
+        hidden=hidden,
         **statics,
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import signal
 import sys
 
 import jax
@@ -13,7 +13,9 @@ from scpr_jax import stages as lib
 from scpr_jax.config import apply_overrides, load_config, validate
 from scpr_jax.demo import run_demo
 from scpr_jax.envs import TASKS, env_names
-from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.errors import ScprError
+from scpr_jax.runs import RunDir, atomic_write_json, read_json
+from scpr_jax.stages.fingerprint import check_run
 from scpr_jax.stages.sweep import parse_axes, parse_seeds, run_sweep, split_sets
 from scpr_jax.train.distributed import maybe_initialize
 
@@ -60,9 +62,11 @@ def _setup(args: argparse.Namespace):
     validate(cfg)
     workdir = args.workdir or f"runs/{cfg.env.replace(':', '-')}-{cfg.preset}"
     run = RunDir(workdir)
+    run.lock()  # one writer per run directory, for the command's life
     saved = run.root / "config.json"
     if saved.exists():
-        lib.check_settings(run, json.loads(saved.read_text()), cfg)
+        lib.check_settings(run, read_json(saved), cfg)
+    check_run(run, cfg)  # every started stage's recorded settings, before any work
     atomic_write_json(saved, cfg.to_dict())
     print(f"run directory: {run.root.absolute()}")
     return cfg, run
@@ -190,18 +194,66 @@ def _compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", path)
 
 
+def _interrupt(signum, frame):  # SIGTERM (a batch system's stop) ends like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``scpr`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point of the ``scpr`` console script; returns the exit code (README: exit codes).
+
+    User errors, Ctrl-C and operating-system errors end with a short message and a distinct
+    code; ``--debug`` (anywhere on the command line) or ``SCPR_DEBUG=1`` shows the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SCPR_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         maybe_initialize(os.environ)  # several hosts: SCPR_COORDINATOR, ... (README)
         _compilation_cache()
         return args.func(args)
-    except ValueError as err:  # bad settings: a clear message, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if debug:
+            raise
+        return _explain(err)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return _fail(
+            "interrupted; finished stages and the latest checkpoints are kept: re-run the same "
+            "command to resume",
+            130,
+        )
+
+
+def _explain(err: Exception) -> int:
+    """The message and exit code of an error a user can act on; re-raises anything else."""
+    hint = "(--debug shows the traceback)"
+    if isinstance(err, ScprError):
+        return _fail(str(err), err.exit_code)
+    if isinstance(err, FloatingPointError):
+        return _fail(f"{err}", 5)
+    if isinstance(err, ValueError):  # bad settings: a clear message, no traceback
+        return _fail(str(err), 2)
+    if isinstance(err, OSError):
+        what = err.strerror or str(err)
+        where = f": {err.filename}" if err.filename else ""
+        todo = {28: "free some space", 13: "fix the permissions or give another --workdir",
+                30: "give a writable --workdir"}.get(err.errno, "fix the cause")  # fmt: skip
+        return _fail(
+            f"{what}{where}; {todo}, then re-run the same command: finished stages and the "
+            f"latest checkpoints are kept {hint}",
+            74,
+        )
+    raise err
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ in ``configs/`` return (possibly modified) copies of them for ``--config``.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import ml_collections
@@ -16,10 +19,12 @@ from scpr_jax import methods
 from scpr_jax.agents.iql import iql_config, validate_iql_config
 from scpr_jax.agents.td3_config import validate_td3_config
 from scpr_jax.data.collect import collect_config, validate_config
+from scpr_jax.data.labels import crowd_goals
 from scpr_jax.data.preferences import label_config, validate_label_config
 from scpr_jax.data.value import value_config
-from scpr_jax.envs import TASKS
+from scpr_jax.envs import TASKS, make_task
 from scpr_jax.envs.registry import REAL
+from scpr_jax.errors import SettingsError
 from scpr_jax.skills.cpl import cpl_config, validate_cpl_config
 from scpr_jax.skills.reward_models import reward_config, validate_reward_config
 from scpr_jax.skills.train_vae import model_config, vae_train_config
@@ -69,54 +74,106 @@ def pipeline_config(env: str = "ball-run", preset: str = "small") -> ml_collecti
 
 
 def _check_env(env: str) -> None:
-    if env.removeprefix(REAL) not in TASKS:
-        raise ValueError(
+    if not isinstance(env, str) or env.removeprefix(REAL) not in TASKS:
+        raise SettingsError(
             f"unknown env {env!r}; valid: {', '.join(TASKS)}, or real:<task> for the real "
             "simulators (host-side, scpr_jax.bridge)"
         )
 
 
+@contextmanager
+def _section(name: str):
+    """Re-raises a section validator's ValueError as a SettingsError naming ``name.<key>``."""
+    try:
+        yield
+    except SettingsError:
+        raise
+    except (ValueError, TypeError) as err:  # "td3 config.x=-1" -> "td3bc.safe_vpl.x=-1"
+        text = re.sub(r"^(?:\w+ )?config(?::\s*|\.)(?=\w+=)", f"{name}.", str(err))
+        raise SettingsError(text if text != str(err) else f"{name}: {err}") from None
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    """Checks every section at start-up; raises ValueError naming the bad setting."""
+    """Checks every section and the settings that must agree across sections, at start-up;
+    raises SettingsError naming the bad setting."""
     _check_env(cfg.env)
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**31:
+        raise SettingsError(f"seed={cfg.seed!r} must be an integer in [0, 2**31)")
     for field, valid in (("methods", methods.names()), ("online_methods", methods.names(True))):
         chosen = tuple(cfg[field])
         if any(m not in valid for m in chosen) or not chosen or len(set(chosen)) != len(chosen):
-            raise ValueError(
+            raise SettingsError(
                 f"{field}={chosen!r} invalid; give distinct names from {', '.join(valid)}"
             )
-    validate_config(cfg.collect)
-    validate_label_config(cfg.label)
-    for field in ("steps", "chunk", "batch_size"):
-        if cfg.value[field] < 1:
-            raise ValueError(f"value config: {field}={cfg.value[field]!r} must be >= 1")
-    model_config(cfg.vae)
-    validate_iql_config(cfg.iql)
-    model_config(cfg.cpl_vae)
-    validate_cpl_config(cfg.cpl)
-    for kind in ("rc", "sopl"):
-        validate_reward_config(cfg[kind])
-        if cfg[kind].kind != kind:
-            raise ValueError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
+    checks = [("collect", validate_config), ("label", validate_label_config),
+              ("value", _validate_value), ("vae", model_config), ("iql", validate_iql_config),
+              ("cpl_vae", model_config), ("cpl", validate_cpl_config),
+              ("rc", validate_reward_config), ("sopl", validate_reward_config)]  # fmt: skip
     for m in methods.REGISTRY.values():
-        m.learner.validate(cfg.td3bc[m.section])
+        checks.append((f"td3bc.{m.section}", m.learner.validate))
         if m.online:
-            validate_td3_config(cfg.td3[m.section])
+            checks.append((f"td3.{m.section}", validate_td3_config))
+    for name, check in checks:
+        section = cfg
+        for part in name.split("."):
+            section = section[part]
+        with _section(name):
+            check(section)
+    for kind in ("rc", "sopl"):
+        if cfg[kind].kind != kind:
+            raise SettingsError(f"{kind}.kind={cfg[kind].kind!r} must be {kind!r}")
+    with _section("downstream"):
+        _validate_downstream(cfg)
+    _validate_across(cfg)
+
+
+def _validate_value(c: ml_collections.ConfigDict) -> None:
+    for field in ("steps", "chunk", "batch_size"):
+        if c[field] < 1:
+            raise ValueError(f"config.{field}={c[field]!r} must be >= 1")
+
+
+def _validate_downstream(cfg: ml_collections.ConfigDict) -> None:
     seeds = tuple(cfg.downstream.seeds)
-    if not seeds or any(not isinstance(x, int) or x < 0 for x in seeds):
-        raise ValueError(f"downstream.seeds={seeds!r} must be non-negative integers")
+    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**31
+                        for x in seeds):  # fmt: skip
+        raise ValueError(f"config.seeds={seeds!r} must be integers in [0, 2**31)")
     if cfg.downstream.eval_episodes < 1:
-        raise ValueError(f"downstream.eval_episodes={cfg.downstream.eval_episodes!r} must be >= 1")
+        raise ValueError(f"config.eval_episodes={cfg.downstream.eval_episodes!r} must be >= 1")
     if cfg.downstream.oracle_cost_weight < 0:
         raise ValueError(
-            f"downstream.oracle_cost_weight={cfg.downstream.oracle_cost_weight!r} must be >= 0"
+            f"config.oracle_cost_weight={cfg.downstream.oracle_cost_weight!r} must be >= 0"
         )
     if cfg.eval_max_steps != 0 and cfg.eval_max_steps < 2:
-        raise ValueError(f"eval_max_steps={cfg.eval_max_steps!r} must be 0 (default) or >= 2")
+        raise SettingsError(f"eval_max_steps={cfg.eval_max_steps!r} must be 0 (default) or >= 2")
     if cfg.eval_episodes < 1:
-        raise ValueError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
+        raise SettingsError(f"eval_episodes={cfg.eval_episodes!r} must be >= 1")
+
+
+def _validate_across(cfg: ml_collections.ConfigDict) -> None:
+    """Settings of different sections that must agree (checked before any work)."""
+    task = make_task(cfg.env.removeprefix(REAL))
+    episode = int(cfg.collect.max_steps) or int(task.max_steps)
+    per_stream = int(cfg.collect.total_steps) // int(cfg.collect.n_envs)
+    if cfg.label.segment_len > min(episode, per_stream):
+        raise SettingsError(
+            f"label.segment_len={cfg.label.segment_len} exceeds the episode length {episode} "
+            f"(collect.max_steps, or the task's) or the {per_stream} steps each of the "
+            f"collect.n_envs={cfg.collect.n_envs} streams collects"
+        )
+    try:
+        crowd_goals(task, int(cfg.label.n_users))
+    except ValueError as err:
+        raise SettingsError(f"label.n_users={cfg.label.n_users}: {err}") from None
+    rows = int(cfg.collect.total_steps)
+    sized = [("iql", cfg.iql)] + [(f"td3bc.{m.section}", cfg.td3bc[m.section])
+                                  for m in methods.REGISTRY.values()]  # fmt: skip
+    for name, section in sized:
+        if section.batch_size > rows:
+            raise SettingsError(
+                f"{name}.batch_size={section.batch_size} exceeds D_tau's "
+                f"collect.total_steps={rows} transitions"
+            )
 
 
 def load_config(path: str | None, env: str = "ball-run", preset: str = "small"):
@@ -134,31 +191,74 @@ def load_config(path: str | None, env: str = "ball-run", preset: str = "small"):
     return module.get_config(arg) if arg else module.get_config()
 
 
+def _closest(name: str, valid, what: str) -> str:
+    """``unknown <what> 'x'`` with the closest valid names (or all of them, if few)."""
+    valid = sorted(str(v) for v in valid)
+    near = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    near += [v for v in valid if v == name.replace("-", "_") and v not in near]
+    if near:
+        return f"unknown {what} {name!r}; did you mean {', '.join(map(repr, near))}?"
+    return f"unknown {what} {name!r}; valid: {', '.join(valid)}"
+
+
+def _typed(key: str, old, value):
+    """``value`` converted to the type of the setting's default ``old``; SettingsError if it
+    cannot be (1e3 for an integer setting is 1000; 1.5 or True is refused)."""
+    if isinstance(old, bool) or old is None:
+        return value
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(old, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"--set {key}={value!r}: {key} must be an integer")
+    if isinstance(old, tuple):
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())  # methods=a,b
+        if not isinstance(value, tuple):
+            raise SettingsError(f"--set {key}={value!r}: {key} must be a tuple, e.g. {old!r}")
+    if isinstance(old, float) and (isinstance(value, bool) or not isinstance(value, float)):
+        raise SettingsError(f"--set {key}={value!r}: {key} must be a number")
+    if isinstance(old, str) and not isinstance(value, str):
+        raise SettingsError(f"--set {key}={value!r}: {key} must be a string")
+    return value
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]):
-    """Applies ``key.sub=value`` strings (values parsed as Python literals) to ``cfg``."""
+    """Applies ``key.sub=value`` strings (values parsed as Python literals) to ``cfg``;
+    SettingsError naming the key, with the closest valid keys, for unknown or mistyped ones."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value")
+        if not sep or not key:
+            raise SettingsError(f"override {item!r} must look like key=value")
         try:
             value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             value = raw  # bare strings such as env=ball-circle
-        node, *path = key.split(".")
-        parent, leaf = cfg, key
-        for part in [node, *path][:-1]:
+        *sections, leaf = key.split(".")
+        parent, path = cfg, []
+        for part in sections:
+            if not isinstance(parent, ml_collections.ConfigDict):
+                raise SettingsError(f"override {item!r}: {'.'.join(path)} is a setting, not a "
+                                    "section")  # fmt: skip
             if part not in parent:
-                raise ValueError(f"override {item!r}: unknown section {part!r}")
-            parent = parent[part]
-        leaf = key.split(".")[-1]
+                where = ".".join(path) or "the config"
+                valid = [k for k in parent if isinstance(parent[k], ml_collections.ConfigDict)]
+                raise SettingsError(f"override {item!r}: {_closest(part, valid, 'section')} "
+                                    f"(sections of {where})")  # fmt: skip
+            parent, path = parent[part], [*path, part]
+        if not isinstance(parent, ml_collections.ConfigDict):
+            raise SettingsError(f"override {item!r}: {'.'.join(path)} is a setting, not a section")
         if leaf not in parent:
-            raise ValueError(f"override {item!r}: unknown setting {key!r}")
-        old = parent[leaf]
-        if isinstance(old, float) and isinstance(value, int):
-            value = float(value)
-        if isinstance(old, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(old, tuple) and isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())  # methods=a,b
-        parent[leaf] = value
+            valid = list(parent)
+            raise SettingsError(f"override {item!r}: {_closest(leaf, valid, 'setting')}")
+        if isinstance(parent[leaf], ml_collections.ConfigDict):
+            raise SettingsError(f"override {item!r}: {key} is a section; set one of its keys")
+        try:
+            parent[leaf] = _typed(key, parent[leaf], value)
+        except TypeError as err:  # ml_collections refuses another type
+            raise SettingsError(f"--set {key}={value!r}: {err}") from None
     return cfg

@@ -11,6 +11,8 @@ write here, and `RunDir.mark_done` waits until all processes see the stage finis
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import sys
@@ -19,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from scpr_jax.errors import IntegrityError, RunDirBusy, SettingsError
+
+_LOCKS: dict[Path, Any] = {}  # run directory -> its open lock file, held until the process ends
+TEMP_PATTERNS = (".*.tmp", ".tmp-*")  # leftovers of an atomic write that a kill -9 cut short
 
 
 def is_writer() -> bool:
@@ -49,13 +56,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` with arrays as lists, tuples as lists and non-finite floats as strings."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "tolist"):  # numpy / jax arrays and scalars
-        return _jsonable(np.asarray(x).tolist())
+        return jsonable(np.asarray(x).tolist())
     if isinstance(x, float) and not np.isfinite(x):
         return str(x)
     return x
@@ -63,7 +71,18 @@ def _jsonable(x: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """JSON dump (arrays converted to lists) written atomically."""
-    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(jsonable(obj), indent=2) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; `IntegrityError` naming the file if it is damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise IntegrityError(
+            f"{path} is damaged ({err}); delete the stage directory holding it to redo that "
+            "stage (a damaged config.json of the run may simply be deleted)"
+        ) from err
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -76,7 +95,44 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise SettingsError(f"--workdir {self.root} is a file, not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> None:
+        """Holds an exclusive advisory lock on the directory until the process ends (process 0
+        only); `RunDirBusy` naming the holder's pid if another command has it."""
+        key = self.root.resolve()
+        if not is_writer() or key in _LOCKS:
+            return
+        if not os.access(self.root, os.W_OK):
+            raise OSError(errno.EACCES, "run directory is not writable", str(self.root))
+        f = open(self.root / ".lock", "a+")  # noqa: SIM115  (held open for the process's life)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirBusy(
+                f"run directory {self.root} is in use by another scpr command (pid {holder}); "
+                "wait for it to finish or give another --workdir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _LOCKS[key] = f
+
+    def clean_temp(self, name: str) -> list[Path]:
+        """Removes the temp files a killed atomic write left in stage ``name``; returns them."""
+        if not is_writer():
+            return []
+        stage = self.root / name
+        leftovers = [p for pattern in TEMP_PATTERNS for p in stage.glob(pattern) if p.is_file()]
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        return leftovers
 
     def stage(self, name: str) -> Path:
         """Directory of stage ``name`` (created)."""
@@ -89,7 +145,7 @@ class RunDir:
         marker = self.root / name / "DONE.json"
         if not marker.exists():
             return None
-        return json.loads(marker.read_text())
+        return read_json(marker)
 
     def done_under(self, name: str) -> list[str]:
         """Names ``name/<sub>`` of the finished stages in ``name``'s sub-directories (a sweep's

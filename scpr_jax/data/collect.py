@@ -39,6 +39,7 @@ from scpr_jax.data.types import Trajectories
 from scpr_jax.envs import make
 from scpr_jax.runs import is_writer
 from scpr_jax.train.distributed import fetch, host_local
+from scpr_jax.train.loop import Checkpoints
 from scpr_jax.train.sweep import Members, check_memory, place, set_leaves, tree_bytes
 
 # the collector's API; the buffer pieces live in `data.buffer` (shared with `data.host_collect`)
@@ -211,6 +212,8 @@ def collect(
     config: ml_collections.ConfigDict,
     progress: Callable[[int, dict], None] | None = None,
     seeds=None,
+    workdir=None,
+    checkpoint_every: int = 20,
 ):
     """Runs the collector; returns (D_tau stream-major [n_envs * T rows], summary metrics).
 
@@ -220,7 +223,9 @@ def collect(
     between jitted chunks. ``seeds`` (a list, or a `train.Members` sweep of the collector's
     state leaves such as ``cost_penalty``): one vmapped program whose member j equals
     ``collect(fold_in(key, seeds[j]))``; returns D_tau with a leading seed axis and a list
-    of summaries.
+    of summaries. ``workdir`` (one JAX collector): the whole collector state is checkpointed
+    there every ``checkpoint_every`` chunks (the same steps in every process) and a stopped
+    collection resumes from it, bit-identical.
     """
     validate_config(config)
     env = env_name_or_env
@@ -240,8 +245,11 @@ def collect(
     else:
         seeds = seeds if isinstance(seeds, Members) else Members(tuple(seeds))
         state = _init_members(key, env, config, seeds)
+    checkpoints = None if workdir is None or seeds is not None else Checkpoints(workdir, "collect")
+    if checkpoints is not None and (restored := checkpoints.restore(state)) is not None:
+        state = restored  # chunks are cut at the same steps as before: the same D_tau
     chunks = {}  # chunk length -> jitted chunk (a shorter last chunk compiles once more)
-    t = 0
+    t = int(np.max(fetch(state.t)))
     while t < n_steps:
         length = min(int(config.chunk_steps), n_steps - t)
         if length not in chunks:
@@ -252,6 +260,10 @@ def collect(
         if progress is not None and is_writer():
             metrics = fetch(metrics)  # global arrays on several hosts
             progress(t * int(config.n_envs), {k: float(np.mean(v)) for k, v in metrics.items()})
+        chunk_index = t // int(config.chunk_steps)  # full chunks so far (a short one ends)
+        if checkpoints is not None and t < n_steps and chunk_index % checkpoint_every == 0:
+            checkpoints.save(t, state)
+            checkpoints.close()  # written before the next chunk reuses (donates) the buffers
     if seeds is None:
         return stream_major(state.buffer), summarize(
             stream_major(state.buffer), np.asarray(state.params.goals), switch_t

@@ -4,8 +4,9 @@ Trajectory files follow the DSRL/D4RL layout: datasets ``observations``, ``actio
 ``rewards``, ``costs``, ``next_observations``, ``terminals``, ``timeouts`` and
 ``infos/<field>``. Every dataset carries the SHA-256 of its raw bytes (attribute ``sha256``)
 and the file's root attributes list every dataset (``arrays``), the format and its version,
-the environment name and the sizes. Loading reads everything, checks all of it and returns
-arrays on the device; any problem raises `DatasetError` naming the file: a partial or
+the environment name and the sizes, with the SHA-256 of all of them (``attrs_sha256``; files
+written before it existed are read unchecked). Loading reads everything, checks all of it
+and returns arrays on the device; any problem raises `DatasetError` naming the file: a partial or
 silently wrong dataset is never returned. Writes go to a temporary file in the target
 directory that replaces the target atomically, so a crash never leaves half a file.
 """
@@ -25,6 +26,7 @@ import numpy as np
 
 from scpr_jax.data.preferences import PreferenceSets
 from scpr_jax.data.types import Trajectories
+from scpr_jax.errors import IntegrityError
 from scpr_jax.runs import is_writer
 
 FORMAT_VERSION = 1
@@ -44,12 +46,37 @@ PREF_ATTRS = ("env_name", "segment_len", "dataset_rows", "meta")
 PREF_FIELDS = ("starts1", "starts2", "y", "annotated", "user_goals", "train_sets", "eval_sets")
 
 
-class DatasetError(ValueError):
+class DatasetError(IntegrityError):
     """A dataset file is unreadable, incomplete, corrupted or for another environment."""
 
 
 def _sha256(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def _attrs_sha256(attrs: dict[str, Any]) -> str:
+    """SHA-256 of the root attributes (all but itself): sizes and names that shape results."""
+    plain = {k: v.item() if hasattr(v, "item") else v for k, v in attrs.items()}
+    plain.pop("attrs_sha256", None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _verify_attrs(path: str, attrs: dict[str, Any]) -> None:
+    """After the specific checks: any other change to the root attributes (a flipped bit)."""
+    if "attrs_sha256" in attrs and _attrs_sha256(attrs) != attrs["attrs_sha256"]:
+        raise DatasetError(f"{path}: checksum mismatch in the file's attributes (corrupted)")
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """SHA-256 over a file's recorded checksums (every dataset's and the attributes'), read
+    from its metadata alone: it changes whenever the file's content does."""
+    try:
+        with h5py.File(path, "r") as f:
+            parts = [f"{n}:{f[n].attrs.get('sha256')}" for n in json.loads(f.attrs["arrays"])]
+            parts.append(str(f.attrs.get("attrs_sha256") or _attrs_sha256(dict(f.attrs))))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise DatasetError(f"{path}: unreadable or truncated HDF5 file ({e})") from e
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _write(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, Any]):
@@ -68,6 +95,7 @@ def _write(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict[s
                 f.create_dataset(name, data=x).attrs["sha256"] = _sha256(x)
             f.attrs.update({**attrs, "arrays": json.dumps(sorted(arrays))})
             f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["attrs_sha256"] = _attrs_sha256(dict(f.attrs))
         with open(tmp, "rb") as fh:  # the bytes must be on disk before the rename exposes them
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -178,6 +206,7 @@ def load_trajectories(path: str | os.PathLike, env: Any = None) -> Trajectories:
             raise DatasetError(
                 f"{path}: {name} has shape {arrays[name].shape}, {size}={attrs[size]}"
             )
+    _verify_attrs(path, attrs)
     fields = {field: jnp.asarray(arrays[name]) for name, field in TRAJ_FIELDS.items()}
     info = {n.removeprefix("infos/"): jnp.asarray(x) for n, x in arrays.items() if "/" in n}
     return Trajectories(**fields, info=info, n_streams=n_streams)
@@ -242,6 +271,7 @@ def load_preferences(
     split = np.concatenate([arrays["train_sets"], arrays["eval_sets"]])
     if not np.array_equal(np.sort(split), np.arange(n_sets)):
         raise DatasetError(f"{path}: train_sets and eval_sets do not partition the {n_sets} sets")
+    _verify_attrs(path, attrs)
     prefs = PreferenceSets(
         **{n: jnp.asarray(arrays[n]) for n in PREF_FIELDS}, segment_len=segment_len
     )

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from scpr_jax.acting import act_store_learn, chunk_means, scan_updates
+from scpr_jax.acting import act_store_learn, chunk_means, is_host, scan_updates
 from scpr_jax.agents.td3 import (
     TD3State,
     high_level_action,
@@ -204,7 +204,7 @@ def _check(env_name: str, env, skill: Skill, cfg, reward: str) -> None:
 
 def check_jax_env(env_name: str) -> None:
     """ValueError for a ``real:`` (host-side) environment: online TD3 needs a JAX one."""
-    if env_name.startswith(REAL):
+    if is_host(env_name):
         task = env_name.removeprefix(REAL).partition("/")[0]
         raise ValueError(
             f"online TD3 steps its environments inside jitted lax.scan chunks, so it cannot run "

@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
 from scpr_jax.data import storage
+from scpr_jax.errors import NonFiniteError
 from scpr_jax.runs import RunDir, is_writer
 
 STREAMS = {  # fold_in id of each stage's RNG stream (fixed: changing one changes results)
@@ -40,6 +42,25 @@ def skip(run: RunDir, stage: str) -> dict | None:
     if done is not None:
         print(f"[{stage}] already done in {run.stage(stage)}: skipped")
     return done
+
+
+def check_finite(stage: str, arrays: dict, hint: str = "") -> None:
+    """`NonFiniteError` naming the stage, the array and its first bad row if any float in
+    ``arrays`` (name -> array or pytree, rows on the leading axis) is NaN or inf."""
+    for name, tree in arrays.items():
+        for path, x in jax.tree_util.tree_leaves_with_path(tree):
+            if not jnp.issubdtype(getattr(x, "dtype", np.float32), jnp.floating):
+                continue  # integers, booleans, PRNG keys
+            x = np.asarray(x)
+            if np.isfinite(x).all():
+                continue
+            rows = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0] if x.ndim else 1, -1)).all(-1))
+            where = f"{name}{jax.tree_util.keystr(path)}"
+            raise NonFiniteError(
+                f"stage {stage!r}: {where} has {rows.size} rows with NaN or inf (first bad row "
+                f"{rows[0]}); nothing of the stage was saved as a result. {hint}delete that "
+                "stage's directory and re-run with other settings"
+            )
 
 
 def fmt(values) -> str:

@@ -6,6 +6,7 @@ Every stage writes its artifacts atomically, then DONE.json; a finished stage is
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import ml_collections
@@ -16,7 +17,7 @@ from scpr_jax.data import collect as collect_lib
 from scpr_jax.data import preferences, storage, theory, value
 from scpr_jax.envs import make_task
 from scpr_jax.runs import RunDir, atomic_write_json, is_writer
-from scpr_jax.stages.common import fmt, load_data, skip, stage_key
+from scpr_jax.stages.common import check_finite, fmt, load_data, skip, stage_key
 
 
 def _crowd_table(summary: dict, task) -> list[str]:
@@ -53,8 +54,11 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in shown})
 
         trajs, summary = collect_lib.collect(
-            stage_key(cfg, "collect"), env_name, cfg.collect, progress
+            stage_key(cfg, "collect"), env_name, cfg.collect, progress, workdir=out
         )
+    fields = {f: getattr(trajs, f) for f in ("obs", "action", "reward", "cost", "next_obs")}
+    check_finite("collect", {**fields, "info": trajs.info},
+                 "the collector diverged (e.g. collect.lr too high): ")  # fmt: skip
     storage.save_trajectories(out / "trajectories.h5", trajs, env_name)
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", summary)
@@ -66,6 +70,9 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     for line in _crowd_table(summary, make_task(cfg.env)):
         print(line)
     run.mark_done("collect", {"summary": summary, "config": cfg.collect.to_dict()})
+    if is_writer():  # the collector's checkpoint holds D_tau again: no longer needed
+        shutil.rmtree(out / "ckpt", ignore_errors=True)
+        (out / "ckpt.sha256.json").unlink(missing_ok=True)
     return run.done("collect")
 
 
@@ -102,8 +109,10 @@ def _label(run: RunDir, cfg, stage: str, label_cfg: ml_collections.ConfigDict) -
         data = value.value_data(trajs, task, goals, label_cfg.K)
         print(f"[{stage}] fitting {len(goals)} per-user value functions ({cfg.value.steps} steps)")
         state, _ = value.fit_user_values(stage_key(cfg, "value"), data, cfg.value)
+        check_finite(stage, {"value functions": state}, "e.g. value.lr too high: ")
         value_fn = value.user_value_fn(state, data, cfg.value)
     prefs = preferences.make_preferences(stage_key(cfg, "label"), trajs, task, label_cfg, value_fn)
+    check_finite(stage, {"labels y": prefs.y})
     summary = preferences.summary(prefs)
     check = theory.consistency_check(
         trajs, prefs, task, prefs.user_goals, label_cfg.K, label_cfg.segment_len

@@ -19,18 +19,18 @@ import ml_collections
 import numpy as np
 
 from scpr_jax import methods
+from scpr_jax.acting import is_host
 from scpr_jax.agents.td3 import high_level_action
 from scpr_jax.artifacts import load_skill
 from scpr_jax.bridge.rollout import host_map
 from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make_task
-from scpr_jax.envs.registry import REAL
 from scpr_jax.evaluation import downstream_returns_fn, normalised_table, table_markdown
 from scpr_jax.methods import Method, setting
 from scpr_jax.report import write_report
 from scpr_jax.runs import RunDir, atomic_write_json
 from scpr_jax.skill import Skill, execute, identity_skill
-from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
+from scpr_jax.stages.common import check_finite, load_data, progress_bar, skip, stage_key
 
 
 def method_skill(run: RunDir, cfg: ml_collections.ConfigDict, method: Method) -> Skill:
@@ -64,7 +64,7 @@ def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int, interval: int = 
             lambda p, o, u: execute(p[1], o, u),
         )
     one = downstream_returns_fn(cfg.env, n_episodes, one_policy, max_steps, interval)
-    host = cfg.env.startswith(REAL)
+    host = is_host(cfg.env)
     seed_map = host_map if host else jax.vmap
 
     def f(key, algo, skill):
@@ -101,6 +101,7 @@ def run_method(
     trajs, _ = load_data(run, cfg, label_stage=None)
     skill = method_skill(run, cfg, method)
     reward, reward_term, omega = method_reward(run, cfg, method, trajs)
+    check_finite(stage, {"reward term": reward_term})
     data = method.learner.data(trajs, reward, skill, reward_term)
     seeds = tuple(cfg.downstream.seeds) if seeds is None else seeds
     interval, policy = int(td3.control_interval), method.learner.policy

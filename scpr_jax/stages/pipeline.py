@@ -2,9 +2,8 @@
 run directory's finished stages were made with the current settings.
 
 Upstream stages run in `ORDER`; which ones a command runs is read off the methods registry
-(`Method.needs`). `SECTIONS` says which stage directories each top-level setting feeds; the
-downstream stages' dependencies (their own section, their reward weight) come from the
-registry too, so a new method needs no line here.
+(`Method.needs`). Which settings each stage directory depends on is `stages.fingerprint`'s
+(`SECTIONS` and the registry); every stage records them before it starts (`claim`).
 """
 
 from __future__ import annotations
@@ -14,9 +13,11 @@ from collections.abc import Callable
 import ml_collections
 
 from scpr_jax import methods
+from scpr_jax.errors import SettingsError
 from scpr_jax.runs import RunDir
-from scpr_jax.stages.data import run_collect, run_label, run_label_regret
+from scpr_jax.stages.data import regret_stage, run_collect, run_label, run_label_regret
 from scpr_jax.stages.downstream import run_downstream, run_report
+from scpr_jax.stages.fingerprint import STANDS_FOR, _stages_of, claim, flatten
 from scpr_jax.stages.online import check_jax_env, run_online, run_online_report
 from scpr_jax.stages.skills import run_cpl, run_reward_rc, run_reward_sopl, run_vpl
 
@@ -35,32 +36,25 @@ STAGES: dict[str, Stage] = {  # name -> stage function (a command runs them by t
     "online_report": run_online_report,
 }
 ORDER = ("collect", "label", "label_regret", "vpl", "cpl", "reward_rc", "reward_sopl")
-SECTIONS = {  # top-level setting -> upstream stage directories whose results depend on it
-    "collect": ("collect",),
-    "label": ("label", "label-regret"),
-    "value": ("label", "label-regret"),
-    "vae": ("vpl",),
-    "iql": ("vpl",),
-    "eval_episodes": ("vpl", "cpl"),
-    "eval_max_steps": ("vpl", "cpl"),
-    "cpl_vae": ("cpl",),
-    "cpl": ("cpl",),
-    "rc": ("reward-rc",),
-    "sopl": ("reward-sopl",),
-}
-EVERY_STAGE = ("env", "preset", "seed")
-SWEEPS = {  # stage directory -> the sweep stages whose programs stand for it (else its name)
-    "vpl": ("vae", "iql"),
-    "reward-rc": ("rc",),
-    "reward-sopl": ("sopl",),
-}
 
 
 def run_stage(name: str, run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     """Runs (or skips, if done) the stage called ``name``; ValueError for an unknown name."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
+    for stage_dir in stage_dirs(name, cfg):  # settings checked and recorded before any work
+        claim(run, stage_dir, cfg)
     return STAGES[name](run, cfg)
+
+
+def stage_dirs(name: str, cfg: ml_collections.ConfigDict) -> list[str]:
+    """The stage directories stage ``name`` writes."""
+    if name == "label_regret":
+        return [regret_stage(cfg)]
+    if name in ("downstream", "online"):
+        chosen = cfg.methods if name == "downstream" else cfg.online_methods
+        return [f"{'down' if name == 'downstream' else 'online'}-{m}" for m in chosen]
+    return [] if name.endswith("report") else [name.replace("_", "-")]
 
 
 def stages_for(cfg: ml_collections.ConfigDict, online: bool = False) -> list[str]:
@@ -72,49 +66,17 @@ def stages_for(cfg: ml_collections.ConfigDict, online: bool = False) -> list[str
     return [s for s in ORDER if s in needed]
 
 
-def _downstream_stages(key: str) -> tuple[str, ...]:
-    """The ``down-<m>`` / ``online-<m>`` directories whose results depend on setting ``key``."""
-    top, _, rest = key.partition(".")
-    section = rest.partition(".")[0]
-    out = []
-    for m in methods.REGISTRY.values():
-        prefixes = ("down", "online") if m.online else ("down",)
-        if top in ("downstream", "eval_max_steps"):
-            out += [f"{p}-{m.name}" for p in prefixes]
-        elif (top, section) in (("td3bc", m.section), ("td3", m.section)):
-            out.append(f"{'down' if top == 'td3bc' else 'online'}-{m.name}")
-        elif key == m.omega:  # the weight of its reward term (rc.weight, ...)
-            out.append(f"down-{m.name}")
-    return tuple(out)
-
-
-def _stages_of(key: str) -> tuple[str, ...]:
-    top = key.partition(".")[0]
-    if top in EVERY_STAGE:
-        return ("collect",)  # everything downstream of collect depends on it too
-    return SECTIONS.get(top, ()) + _downstream_stages(key)
-
-
 def _finished(run: RunDir, stage: str) -> list[str]:
     """``stage`` if it is done, and the finished programs ``sweep-<s>/<label>`` standing for it."""
-    programs = [p for s in SWEEPS.get(stage, (stage,)) for p in run.done_under(f"sweep-{s}")]
+    sweeps = [s for s, d in STANDS_FOR.items() if d == stage] or [stage]
+    programs = [p for s in sweeps for p in run.done_under(f"sweep-{s}")]
     return ([stage] if run.done(stage) is not None else []) + programs
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 def check_settings(run: RunDir, old: dict, cfg: ml_collections.ConfigDict) -> None:
     """Raises ValueError if a finished stage or sweep program of ``run`` was made with other
     settings."""
-    before, now = _flatten(old), _flatten(cfg.to_dict())
+    before, now = flatten(old), flatten(cfg.to_dict())
     clashes = [
         f"{k}: {before[k]!r} -> {now[k]!r} (stage {done!r} is done)"
         for k in sorted(set(before) & set(now))  # settings added later keep old behaviour
@@ -123,7 +85,7 @@ def check_settings(run: RunDir, old: dict, cfg: ml_collections.ConfigDict) -> No
         for done in _finished(run, stage)
     ]
     if clashes:
-        raise ValueError(
+        raise SettingsError(
             f"run directory {run.root} has finished stages made with other settings:\n  "
             + "\n  ".join(clashes)
             + "\nuse a new --workdir, or delete those stage directories (and the later "

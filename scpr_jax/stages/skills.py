@@ -27,7 +27,7 @@ from scpr_jax.skills.train_cpl import train_cpl
 from scpr_jax.skills.train_rewards import train_reward_model
 from scpr_jax.skills.train_vae import model_config, save_vae, train_vae
 from scpr_jax.skills.vpl import train_skills, vpl_skill
-from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
+from scpr_jax.stages.common import check_finite, load_data, progress_bar, skip, stage_key
 from scpr_jax.stages.data import regret_stage
 
 
@@ -151,6 +151,7 @@ def _run_reward(run: RunDir, cfg: ml_collections.ConfigDict, kind: str) -> dict:
         return done
     t0 = time.perf_counter()
     state, summary = reward_model(run, cfg, kind)
+    check_finite(stage, {"reward model": state.params}, f"e.g. {kind}.lr too high: ")
     save_reward(run.stage(stage), state.params, kind)
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(run.stage(stage) / "summary.json", summary)

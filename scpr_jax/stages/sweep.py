@@ -25,6 +25,7 @@ import numpy as np
 from scpr_jax import methods
 from scpr_jax.config import validate
 from scpr_jax.runs import RunDir, atomic_write_json, atomic_write_text
+from scpr_jax.stages.fingerprint import claim
 from scpr_jax.stages.sweep_plans import SKILL_PLANS, downstream_plan, skill_plan
 from scpr_jax.train import Members, grid
 
@@ -208,6 +209,8 @@ def run_sweep(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, seeds, it
         plan.upstream(cfg_c)
         label = ",".join(f"{k}={v}" for k, v in settings.items()).replace(" ", "") or "base"
         members = grid(seeds, dynamic)
+        described = {"seeds": list(members.seeds), "hparams": dict(members.hparams)}
+        claim(run, f"sweep-{stage}/{label}", cfg_c, {"members": described})  # before any work
         summary = plan.train(cfg_c, members, f"sweep-{stage}/{label}")
         _check_members(summary, members, run.stage(f"sweep-{stage}/{label}"))
         for j in range(len(members)):

@@ -23,16 +23,17 @@ import jax
 import ml_collections
 
 from scpr_jax import methods
+from scpr_jax.acting import is_host
 from scpr_jax.agents.iql import iql_init
 from scpr_jax.data.collect import collect, collector_init
 from scpr_jax.envs import make, make_task
-from scpr_jax.envs.registry import REAL
 from scpr_jax.runs import RunDir, atomic_write_json
 from scpr_jax.skills import batches, cpl, train_cpl, train_rewards, train_vae, vae, vpl
 from scpr_jax.skills import reward_models as rm
 from scpr_jax.stages.common import load_data, progress_bar, skip, stage_key
 from scpr_jax.stages.data import regret_stage
 from scpr_jax.stages.downstream import run_method
+from scpr_jax.stages.fingerprint import claim
 from scpr_jax.stages.online import run_online_method
 from scpr_jax.stages.pipeline import ORDER, run_stage
 from scpr_jax.train import Members
@@ -77,6 +78,7 @@ def frozen_vae(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, trajs, p
     name = owner if run.done(owner) else f"sweep-{stage}/vae"
     if run.done(name):
         return train_vae.load_vae(run.root / name)
+    claim(run, name, cfg)
     config, workdir = cfg[section], run.stage(name)
     with progress_bar(f"[sweep-{stage}] frozen VAE updates", config.steps) as bar:
         key, task = stage_key(cfg, section), make_task(cfg.env)
@@ -87,7 +89,7 @@ def frozen_vae(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, trajs, p
 
 
 def _collect(run: RunDir, cfg: ml_collections.ConfigDict) -> tuple[Init, Train]:
-    if cfg.env.startswith(REAL):
+    if is_host(cfg.env):
         raise ValueError(f"a collect sweep needs a JAX environment, not {cfg.env!r}")
     env = make(f"{cfg.env}/downstream")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from scpr_jax import runs
+from scpr_jax.errors import IntegrityError
+
+
+def _step_of(line: str, suffix: str) -> int:
+    if not line.endswith("\n"):
+        raise ValueError("no line end")
+    return int(float(line.split(",")[0])) if suffix == ".csv" else int(json.loads(line)["step"])
 
 
 class MetricLogger:
@@ -48,15 +56,27 @@ class MetricLogger:
         self._tb = SummaryWriter(str(self.logdir / "tb"), filename_suffix=suffix)
 
     def _truncate_after(self, step: int) -> None:
+        """Drops rows after ``step`` and a torn last line (a kill mid-write), atomically."""
         for path in (self.csv_path, self.jsonl_path):
             if not path.exists():
                 continue
             lines = path.read_text().splitlines(keepends=True)
-            if path.suffix == ".csv":
-                kept = lines[:1] + [ln for ln in lines[1:] if int(float(ln.split(",")[0])) <= step]
-            else:
-                kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
-            path.write_text("".join(kept))
+            head, rows = (lines[:1], lines[1:]) if path.suffix == ".csv" else ([], lines)
+            kept = []
+            for i, line in enumerate(rows):
+                try:
+                    row_step = _step_of(line, path.suffix)
+                except (ValueError, KeyError, TypeError, IndexError) as err:
+                    if i == len(rows) - 1:  # torn by a kill: the checkpoint is older anyway
+                        print(f"note: dropping the torn last line of {path}", file=sys.stderr)
+                        continue
+                    raise IntegrityError(
+                        f"{path}: line {i + 1 + len(head)} is damaged ({err}); delete the "
+                        "file to resume without its old rows"
+                    ) from None
+                if row_step <= step:
+                    kept.append(line)
+            runs.atomic_write_text(path, "".join(head + kept))
 
     def log(self, step: int, metrics: dict) -> dict[str, float]:
         """Logs ``metrics`` at ``step``; returns the scalar (seed-mean) values."""

@@ -5,8 +5,8 @@ An algorithm provides ``update(state, batch, key) -> (state, metrics)`` and a sa
 Before the first chunk XLA's memory analysis of the compiled program is checked against
 what a device can still allocate (`sweep.check_program`). Between chunks the loop logs,
 evaluates, checks for NaNs and writes an orbax checkpoint of the whole `LoopState`
-(algorithm state, RNG key, update count), so a stopped stage resumes where it stopped and
-finishes with the same parameters as an uninterrupted run.
+(algorithm state, RNG key, update count) with its SHA-256 (`Checkpoints`), so a stopped stage
+resumes where it stopped and finishes with the same parameters as an uninterrupted run.
 
 Seeds: give `train_loop` a `LoopState` whose leaves carry a leading seed axis and set
 ``n_seeds``; the chunk is vmapped over it with the data shared (no copies per seed), and the
@@ -21,6 +21,8 @@ only process 0 writes logs and calls ``progress``; orbax checkpoints are saved b
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from scpr_jax import runs
+from scpr_jax.errors import IntegrityError, NonFiniteError
 from scpr_jax.train import distributed
 from scpr_jax.train.logging import MetricLogger
 from scpr_jax.train.sweep import (
@@ -111,26 +114,94 @@ def init_loop(key: jax.Array, init: Callable[[jax.Array], Any], seeds: Seeds = 0
     return loop
 
 
-def _check_finite(stage: str, step: int, metrics: dict[str, np.ndarray]) -> None:
+def _check_finite(stage: str, workdir: Path, step: int, metrics: dict[str, np.ndarray]) -> None:
     for name, value in metrics.items():
         if not np.all(np.isfinite(value)):
-            raise FloatingPointError(
-                f"stage {stage!r}: metric {name!r} is not finite ({value}) at update {step}; "
-                "stopping instead of writing garbage (last good checkpoint kept)"
+            raise NonFiniteError(
+                f"stage {stage!r} ({workdir}): metric {name!r} is not finite ({value}) at update "
+                f"{step}; stopping instead of writing garbage (last good checkpoint kept; to "
+                f"retrain with other settings, delete {workdir})"
             )
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, loop: LoopState, stage: str) -> LoopState:
-    """The checkpoint of ``step`` in the structure of ``loop``; ValueError naming the directory
-    when it does not fit (another version's or another setting's state, or a damaged file)."""
-    try:
-        return manager.restore(step, args=ocp.args.StandardRestore(loop))
-    except Exception as err:  # orbax raises several types for a tree that does not match
-        raise ValueError(
-            f"stage {stage!r}: cannot restore checkpoint {step} of {manager.directory}; it was "
-            "made for another state (an older scpr-jax or other settings) or is damaged. "
-            "Delete that stage directory to retrain it (orbax's error is above)."
-        ) from err
+def _key_data(tree: Any) -> Any:
+    """``tree`` with typed PRNG key arrays replaced by their raw uint32 data."""
+
+    def raw(x):
+        dtype = getattr(x, "dtype", None)
+        return jax.random.key_data(x) if jnp.issubdtype(dtype, jax.dtypes.prng_key) else x
+
+    return jax.tree.map(raw, tree)
+
+
+def state_digest(loop: Any) -> str:
+    """SHA-256 of every array of ``loop`` (dtype, shape and bytes, in tree order)."""
+    h = hashlib.sha256()
+    for x in jax.tree.leaves(distributed.fetch(_key_data(loop))):
+        x = np.ascontiguousarray(np.asarray(x))
+        h.update(f"{x.dtype}{x.shape}".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
+
+
+class Checkpoints:
+    """Orbax checkpoints of one stage (``<workdir>/ckpt``, the last two kept) with the
+    SHA-256 of each step's arrays (``<workdir>/ckpt.sha256.json``): a restore verifies them
+    and falls back to the previous step, saying so, when the newest is damaged."""
+
+    def __init__(self, workdir: str | Path, stage: str):
+        workdir = Path(workdir).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+        self.manager = ocp.CheckpointManager(workdir / "ckpt", options=options)
+        self.stage, self.digest_path = stage, workdir / "ckpt.sha256.json"
+        self.digests = runs.read_json(self.digest_path) if self.digest_path.exists() else {}
+
+    def save(self, step: int, state: Any) -> None:
+        """Checkpoints ``state`` as ``step`` (asynchronously) and records its checksum (one
+        process only: several processes save without checksums, see the README)."""
+        saved = self.manager.save(step, args=ocp.args.StandardSave(state))
+        if not saved or jax.process_count() > 1:
+            return
+        kept = {str(s) for s in self.manager.all_steps()} | {str(step)}
+        self.digests = {k: v for k, v in self.digests.items() if k in kept}
+        self.digests[str(step)] = state_digest(state)
+        runs.atomic_write_json(self.digest_path, self.digests)
+
+    def restore(self, target: Any) -> Any:
+        """The newest checkpoint that restores in the structure of ``target`` and matches its
+        checksum (None if there is none); a damaged one is reported and removed, and the
+        previous one tried. ValueError naming the directory when none fits."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        problems = []
+        for step in steps:
+            try:
+                restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+            except Exception as err:  # orbax raises several types for a tree that does not fit
+                problems.append(f"checkpoint {step}: {type(err).__name__}: {str(err)[:300]}")
+                continue
+            want = self.digests.get(str(step))  # none: made before checksums were recorded
+            if want is not None and state_digest(restored) != want:
+                problems.append(f"checkpoint {step}: its arrays do not match their SHA-256")
+                continue
+            if problems:
+                where, why = f"checkpoint {step} of {self.manager.directory}", "; ".join(problems)
+                print(f"[{self.stage}] resuming from {where}: newer ones are damaged ({why})",
+                      file=sys.stderr)  # fmt: skip
+                for bad in steps[: steps.index(step)]:
+                    self.manager.delete(bad)
+            return restored
+        if not steps:
+            return None
+        raise IntegrityError(
+            f"stage {self.stage!r}: cannot restore checkpoint {steps[0]} of "
+            f"{self.manager.directory} (nor an earlier one); it was made for another state (an "
+            f"older scpr-jax or other settings) or is damaged: {'; '.join(problems)}. Delete "
+            "that stage directory to retrain it."
+        )
+
+    def close(self) -> None:
+        """Waits for the last asynchronous save."""
+        self.manager.wait_until_finished()
 
 
 def train_loop(
@@ -159,12 +230,10 @@ def train_loop(
             f"total_updates={total_updates} must be a multiple of chunk_updates={chunk_updates}"
         )
     workdir = Path(workdir).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    manager = ocp.CheckpointManager(workdir / "ckpt", options=options)
-    resume = manager.latest_step()
+    checkpoints = Checkpoints(workdir, stage)
     loop, data = place(loop, n_seeds, data)  # the seed axis sharded over all devices
-    if resume is not None:
-        loop = _restore(manager, resume, loop, stage)
+    if (restored := checkpoints.restore(loop)) is not None:
+        loop = restored
     start = int(np.max(distributed.fetch(loop.step)))
     step_fn = jax.vmap(chunk, in_axes=(0, None)) if n_seeds else chunk
     step_fn = jax.jit(step_fn)
@@ -181,7 +250,7 @@ def train_loop(
             metrics = distributed.fetch(metrics)
             start += chunk_updates
             chunks_done += 1
-            _check_finite(stage, start, metrics)
+            _check_finite(stage, workdir, start, metrics)
             scalars = train_log.log(start, metrics)
             scalars["updates_per_s"] = chunks_done * chunk_updates / (time.perf_counter() - t0)
             last = start >= total_updates
@@ -190,11 +259,11 @@ def train_loop(
                 evals = eval_log.log(start, evals)
                 scalars.update({f"eval/{k}": v for k, v in evals.items()})
             if last or chunks_done % checkpoint_every == 0:
-                manager.save(start, args=ocp.args.StandardSave(loop))
+                checkpoints.save(start, loop)
             if progress and writer:
                 progress(start, total_updates, scalars)
     finally:  # an interrupted stage still completes its last checkpoint
-        manager.wait_until_finished()
+        checkpoints.close()
         train_log.close()
         if eval_log:
             eval_log.close()
