@@ -15,6 +15,7 @@ the IQM with a 95% stratified-bootstrap interval (`scpr_jax.stats`). Writes
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shlex
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from scpr_jax import cli, stats
 from scpr_jax.envs import TASKS
@@ -127,10 +129,6 @@ def markdown(result: dict, info: dict) -> str:
 
 def figure(result: dict) -> bytes:
     """Normalised reward vs cost per env (IQM with 95% CI), the paper's values as crosses."""
-    import io
-
-    from matplotlib.figure import Figure
-
     envs = list(result)
     fig = Figure(figsize=(4.5 * len(envs), 4))
     for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs, strict=True):
