@@ -6,7 +6,6 @@ Every stage writes its artifacts atomically, then DONE.json; a finished stage is
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import ml_collections
@@ -18,6 +17,7 @@ from scpr_jax.data import preferences, storage, theory, value
 from scpr_jax.envs import make_task
 from scpr_jax.runs import RunDir, atomic_write_json, is_writer
 from scpr_jax.stages.common import check_finite, fmt, load_data, skip, stage_key
+from scpr_jax.train.loop import Checkpoints
 
 
 def _crowd_table(summary: dict, task) -> list[str]:
@@ -70,9 +70,7 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     for line in _crowd_table(summary, make_task(cfg.env)):
         print(line)
     run.mark_done("collect", {"summary": summary, "config": cfg.collect.to_dict()})
-    if is_writer():  # the collector's checkpoint holds D_tau again: no longer needed
-        shutil.rmtree(out / "ckpt", ignore_errors=True)
-        (out / "ckpt.sha256.json").unlink(missing_ok=True)
+    Checkpoints.remove(out)  # the collector's checkpoint holds D_tau again: no longer needed
     return run.done("collect")
 
 

@@ -102,11 +102,17 @@ def consumes(cfg: ml_collections.ConfigDict, stage_dir: str) -> tuple[str, ...]:
     elif base in CONSUMES:
         names = CONSUMES[base]
     else:  # down-<m> / online-<m>: D_tau and the stages the method needs
-        method = methods.get(base.partition("-")[2])
-        names = ("collect", *(s.replace("_", "-") for s in method.needs))
-    regret = regret_stage(cfg)
-    out = [regret if n in ("regret", "label-regret") else n for n in names]
+        names = ("collect", *methods.get(base.partition("-")[2]).needs)
+    out = [directory_of(n, cfg) for n in names]
     return tuple(dict.fromkeys(n for n in out if n != base))
+
+
+def directory_of(stage: str, cfg: ml_collections.ConfigDict) -> str:
+    """The directory an upstream pipeline stage (``label_regret``, ``reward_rc``, ...) writes;
+    regret labels live in ``label`` when the labels are regret labels already."""
+    if stage in ("regret", "label_regret", "label-regret"):
+        return regret_stage(cfg)
+    return stage.replace("_", "-")
 
 
 def own_settings(cfg: ml_collections.ConfigDict, stage_dir: str) -> dict:

@@ -15,9 +15,9 @@ import ml_collections
 from scpr_jax import methods
 from scpr_jax.errors import SettingsError
 from scpr_jax.runs import RunDir
-from scpr_jax.stages.data import regret_stage, run_collect, run_label, run_label_regret
+from scpr_jax.stages.data import run_collect, run_label, run_label_regret
 from scpr_jax.stages.downstream import run_downstream, run_report
-from scpr_jax.stages.fingerprint import STANDS_FOR, _stages_of, claim, flatten
+from scpr_jax.stages.fingerprint import STANDS_FOR, _stages_of, claim, directory_of, flatten
 from scpr_jax.stages.online import check_jax_env, run_online, run_online_report
 from scpr_jax.stages.skills import run_cpl, run_reward_rc, run_reward_sopl, run_vpl
 
@@ -49,12 +49,10 @@ def run_stage(name: str, run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
 
 def stage_dirs(name: str, cfg: ml_collections.ConfigDict) -> list[str]:
     """The stage directories stage ``name`` writes."""
-    if name == "label_regret":
-        return [regret_stage(cfg)]
     if name in ("downstream", "online"):
         chosen = cfg.methods if name == "downstream" else cfg.online_methods
         return [f"{'down' if name == 'downstream' else 'online'}-{m}" for m in chosen]
-    return [] if name.endswith("report") else [name.replace("_", "-")]
+    return [] if name.endswith("report") else [directory_of(name, cfg)]
 
 
 def stages_for(cfg: ml_collections.ConfigDict, online: bool = False) -> list[str]:

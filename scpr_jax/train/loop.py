@@ -22,6 +22,7 @@ only process 0 writes logs and calls ``progress``; orbax checkpoints are saved b
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -202,6 +203,13 @@ class Checkpoints:
     def close(self) -> None:
         """Waits for the last asynchronous save."""
         self.manager.wait_until_finished()
+
+    @staticmethod
+    def remove(workdir: str | Path) -> None:
+        """Deletes a stage's checkpoints and their checksums (process 0 only)."""
+        if runs.is_writer():
+            shutil.rmtree(Path(workdir) / "ckpt", ignore_errors=True)
+            (Path(workdir) / "ckpt.sha256.json").unlink(missing_ok=True)
 
 
 def train_loop(
