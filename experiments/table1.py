@@ -28,6 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from scpr_jax import cli, stats
+from scpr_jax.config import load_config
 from scpr_jax.envs import TASKS
 from scpr_jax.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from scpr_jax.stages.sweep import parse_seeds
@@ -74,6 +75,26 @@ def runs_of(root: Path, env: str, seeds) -> dict[str, list[dict]]:
     return out
 
 
+def curves_of(root: Path, env: str, seeds, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(eval steps [T], mean evaluation return [runs, T]) of ``method``'s TD3+BC runs."""
+    steps, rows = None, []
+    for s in seeds:
+        curves = json.loads((root / env / f"seed{s}" / f"down-{method}" / "summary.json")
+                            .read_text())["curves"]  # fmt: skip
+        steps = np.asarray(curves["step"])
+        rows += [np.asarray(r, np.float64) for r in curves["return"]]
+    return steps, np.stack(rows)
+
+
+def flatness(returns: np.ndarray) -> float:
+    """Relative change of the run-mean return over the last evaluation interval,
+    |R_T - R_{T-1}| / max(|R_T|, 1e-8) (0 = flat); nan with fewer than 2 points."""
+    mean = returns.mean(0)
+    if mean.size < 2:
+        return float("nan")
+    return float(abs(mean[-1] - mean[-2]) / max(abs(mean[-1]), 1e-8))
+
+
 def cell(per_seed: list[dict], refs: list[tuple[float, float]], reps: int) -> dict:
     """Raw and normalised statistics of one method pooled over every run."""
     ret = np.concatenate([p["return"] for p in per_seed])
@@ -95,6 +116,8 @@ def table(root: Path, envs, seeds, reps: int = 2000) -> dict:
         refs = [(float(np.mean(o["return"])), float(np.mean(t["cost"])))
                 for o, t in zip(runs["oracle"], runs["task-only"], strict=True)]  # fmt: skip
         result[env] = {m: cell(runs[m], refs, reps) for m in METHODS if m in runs}
+        for m, c in result[env].items():
+            c["flatness"] = flatness(curves_of(root, env, seeds, m)[1])
     return result
 
 
@@ -113,17 +136,20 @@ def markdown(result: dict, info: dict) -> str:
     for env, cells in result.items():
         wall = sum(info["wall_s"].get(env, {}).values())
         lines += [f"## {env} (wall time {wall / 60:.1f} min over all its runs)", "",
-                  "| Method | Rew (norm) | Cost (norm) | Return (raw) | Cost (raw) | Paper |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| Method | Rew (norm) | Cost (norm) | Return (raw) | Cost (raw) | Last Δ "
+                  "| Paper |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for m, c in cells.items():
             paper = PAPER.get(env, {}).get(m)
             ref = f"{paper[0]:.2f} / {paper[1]:.3f}" if paper else "-"
             raw = f"{_fmt(c['return'], '.1f')} | {_fmt(c['cost'], '.1f')}"
             lines.append(f"| {NAMES[m]} | {_fmt(c['rew_norm'])} | {_fmt(c['cost_norm'])} | "
-                         f"{raw} | {ref} |")  # fmt: skip
+                         f"{raw} | {c['flatness']:.1%} | {ref} |")  # fmt: skip
         lines.append("")
     lines.append("Cells: mean ± SE over all runs (upstream x downstream seeds), IQM with its "
-                 "95% stratified-bootstrap interval; normalised per upstream seed.")  # fmt: skip
+                 "95% stratified-bootstrap interval; normalised per upstream seed. Last Δ: "
+                 "relative change of the mean evaluation return over the last evaluation interval "
+                 "(curves: table1_curves.png).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -150,13 +176,55 @@ def figure(result: dict) -> bytes:
     return buf.getvalue()
 
 
+def curves_figure(root: Path, envs, seeds) -> bytes:
+    """Evaluation return vs update step per env and method (mean +- SE over all runs)."""
+    fig = Figure(figsize=(4.5 * len(envs), 3.6))
+    for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs, strict=True):
+        for i, m in enumerate(METHODS):
+            if not (root / env / f"seed{seeds[0]}" / f"down-{m}" / "summary.json").exists():
+                continue
+            steps, ret = curves_of(root, env, seeds, m)
+            mean, se = ret.mean(0), ret.std(0, ddof=1) / np.sqrt(len(ret))
+            ax.plot(steps, mean, color=f"C{i}", label=f"{NAMES[m]} (n={len(ret)})")
+            ax.fill_between(steps, mean - se, mean + se, color=f"C{i}", alpha=0.2)
+        ax.set(title=env, xlabel="TD3+BC update", ylabel="evaluation return")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _flat(cfg, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        out |= _flat(v, f"{prefix}{k}.") if hasattr(v, "items") else {f"{prefix}{k}": v}
+    return out
+
+
+def deviations(config: str, envs) -> str:
+    """Markdown: every setting of ``config``'s CPU preset that differs from its paper
+    preset, per env (downstream sections of the methods that Table 1 compares only)."""
+    lines = ["# Table 1: CPU preset vs paper preset, setting by setting", "",
+             f"Generated from `{config}` (`<env>,small` against `<env>,paper`); the reasons "
+             "for the per-environment changes are in `experiments/DEVIATIONS.md`.", ""]  # fmt: skip
+    for env in envs:
+        small, paper = (_flat(load_config(f"{config}:{env},{p}")) for p in ("small", "paper"))
+        sections = {m.replace("-", "_") for m in METHODS}
+        keep = [k for k in small if small[k] != paper.get(k) and not k.startswith("td3.")
+                and (not k.startswith("td3bc.") or k.split(".")[1] in sections)]  # fmt: skip
+        lines += [f"## {env}", "", "| Setting | Paper preset | CPU preset |", "|---|---|---|"]
+        lines += [f"| `{k}` | {paper.get(k)} | {small[k]} |" for k in sorted(keep)] + [""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawTextHelpFormatter
     p = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     p.add_argument("--envs", default=",".join(TASKS), help="comma-separated tasks")
     p.add_argument("--seeds", default="0:3", help="upstream seeds, e.g. 0:3 or 0,4")
     p.add_argument("--preset", default="small", choices=("small", "paper"))
-    p.add_argument("--config", default="configs/default.py", help="get_config(env,preset) file")
+    p.add_argument("--config", default="configs/table1.py", help="get_config(env,preset) file")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--root", default="experiments/runs/table1", help="run directories")
@@ -188,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(info_path, {"info": info, "table": result, "paper": PAPER})
     atomic_write_text(out / "table1.md", markdown(result, info))
     atomic_write_bytes(out / "table1.png", figure(result))
+    atomic_write_bytes(out / "table1_curves.png", curves_figure(Path(args.root), envs, seeds))
+    atomic_write_text(out / "table1_deviations.md", deviations(args.config, envs))
     print(markdown(result, info))
     return 0
 
