@@ -64,6 +64,16 @@ def run_one(env: str, seed: int, args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
+def stage_seconds(root: Path, env: str, seeds) -> dict[str, float]:
+    """upstream seed -> seconds its stages recorded (``summary.json``'s ``seconds``, summed;
+    a stage resumed after a crash counts its last invocation only)."""
+    out = {}
+    for s in seeds:
+        files = (root / env / f"seed{s}").glob("*/summary.json")
+        out[str(s)] = round(sum(json.loads(f.read_text()).get("seconds", 0.0) for f in files), 1)
+    return out
+
+
 def runs_of(root: Path, env: str, seeds) -> dict[str, list[dict]]:
     """method -> per upstream seed {"return": [downstream seeds], "cost": [...]}."""
     out: dict[str, list[dict]] = {}
@@ -117,7 +127,8 @@ def table(root: Path, envs, seeds, reps: int = 2000) -> dict:
                 for o, t in zip(runs["oracle"], runs["task-only"], strict=True)]  # fmt: skip
         result[env] = {m: cell(runs[m], refs, reps) for m in METHODS if m in runs}
         for m, c in result[env].items():
-            c["flatness"] = flatness(curves_of(root, env, seeds, m)[1])
+            flat = flatness(curves_of(root, env, seeds, m)[1])
+            c["flatness"] = None if np.isnan(flat) else flat  # None: a single evaluation
     return result
 
 
@@ -129,13 +140,19 @@ def _fmt(s: dict | None, spec: str = ".3f") -> str:
     return f"{s['mean']:{spec}} ± {s['se']:{spec}} ({iqm})"
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
 def markdown(result: dict, info: dict) -> str:
     lines = [f"# Table 1 ({info['preset']} preset, upstream seeds {info['seeds']})", "",
              f"Command: `{info['command']}`  ", f"Commit: {info['commit']}  ",
              f"Machine: {info['machine']}, load average {info['load_average']}", ""]  # fmt: skip
     for env, cells in result.items():
         wall = sum(info["wall_s"].get(env, {}).values())
-        lines += [f"## {env} (wall time {wall / 60:.1f} min over all its runs)", "",
+        staged = sum(info.get("stage_s", {}).get(env, {}).values())
+        lines += [f"## {env} (wall time {wall / 60:.1f} min of this command's invocations; "
+                  f"the stages recorded {staged / 60:.1f} min)", "",
                   "| Method | Rew (norm) | Cost (norm) | Return (raw) | Cost (raw) | Last Δ "
                   "| Paper |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -144,7 +161,7 @@ def markdown(result: dict, info: dict) -> str:
             ref = f"{paper[0]:.2f} / {paper[1]:.3f}" if paper else "-"
             raw = f"{_fmt(c['return'], '.1f')} | {_fmt(c['cost'], '.1f')}"
             lines.append(f"| {NAMES[m]} | {_fmt(c['rew_norm'])} | {_fmt(c['cost_norm'])} | "
-                         f"{raw} | {c['flatness']:.1%} | {ref} |")  # fmt: skip
+                         f"{raw} | {_pct(c['flatness'])} | {ref} |")  # fmt: skip
         lines.append("")
     lines.append("Cells: mean ± SE over all runs (upstream x downstream seeds), IQM with its "
                  "95% stratified-bootstrap interval; normalised per upstream seed. Last Δ: "
@@ -252,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             "commit": commit, "preset": args.preset, "seeds": list(seeds), "wall_s": wall,
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
             "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    info["stage_s"] = {env: stage_seconds(Path(args.root), env, seeds) for env in envs}
     result = table(Path(args.root), envs, seeds, args.reps)
     atomic_write_json(info_path, {"info": info, "table": result, "paper": PAPER})
     atomic_write_text(out / "table1.md", markdown(result, info))

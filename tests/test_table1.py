@@ -23,8 +23,14 @@ def test_cells_normalise_per_upstream_seed():
     assert table1.cell(per_seed, [(2.0, 0.0), (5.0, 1.0)], 10)["cost_norm"] is None
 
 
+def test_flatness_is_the_last_relative_change_of_the_run_mean():
+    returns = np.array([[100.0, 180.0, 200.0], [100.0, 220.0, 190.0]])  # means 100, 200, 195
+    assert table1.flatness(returns) == 5.0 / 195.0
+    assert np.isnan(table1.flatness(returns[:, :1]))
+
+
 def test_table1_runs_resumes_and_writes_md_json_png(tmp_path, capsys):
-    sets = [a for a in [*TINY, *_downstream_tiny(("oracle", "task-only"), steps=200)]
+    sets = [a for a in [*TINY, *_downstream_tiny(("oracle", "task-only"), steps=400)]
             if a != "--set"]  # fmt: skip
     sets = [s for s in sets if not s.startswith("methods=")]
     args = [
@@ -52,6 +58,10 @@ def test_table1_runs_resumes_and_writes_md_json_png(tmp_path, capsys):
     md = (tmp_path / "out" / "table1.md").read_text()
     assert "| Oracle |" in md and "0.95 / 0.000" not in md and "1.00 / 0.000" in md
     assert (tmp_path / "out" / "table1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "table1_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert cells["oracle"]["flatness"] >= 0 and "| Last Δ |" in md  # 2 evaluations each
+    dev = (tmp_path / "out" / "table1_deviations.md").read_text()
+    assert "## ball-run" in dev and "| `downstream.oracle_cost_weight` | 10.0 | 1.0 |" in dev
     capsys.readouterr()
     assert table1.main(args) == 0  # resumes: every run is done, nothing is retrained
     assert json.loads((tmp_path / "out" / "table1.json").read_text())["info"]["wall_s"] == {
