@@ -85,14 +85,15 @@ def runs_of(root: Path, env: str, seeds) -> dict[str, list[dict]]:
     return out
 
 
-def curves_of(root: Path, env: str, seeds, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """(eval steps [T], mean evaluation return [runs, T]) of ``method``'s TD3+BC runs."""
+def curves_of(root: Path, env: str, seeds, method: str, key: str = "return"):
+    """(eval steps [T], mean evaluation ``key`` ("return" / "cost") [runs, T]) of
+    ``method``'s TD3+BC runs."""
     steps, rows = None, []
     for s in seeds:
         curves = json.loads((root / env / f"seed{s}" / f"down-{method}" / "summary.json")
                             .read_text())["curves"]  # fmt: skip
         steps = np.asarray(curves["step"])
-        rows += [np.asarray(r, np.float64) for r in curves["return"]]
+        rows += [np.asarray(r, np.float64) for r in curves[key]]
     return steps, np.stack(rows)
 
 
@@ -194,19 +195,24 @@ def figure(result: dict) -> bytes:
 
 
 def curves_figure(root: Path, envs, seeds) -> bytes:
-    """Evaluation return vs update step per env and method (mean +- SE over all runs)."""
-    fig = Figure(figsize=(4.5 * len(envs), 3.6))
-    for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs, strict=True):
+    """Evaluation return (top) and cost (bottom) vs update step per env and method, mean +-
+    SE over all runs."""
+    fig = Figure(figsize=(4.5 * len(envs), 6.4))
+    axes = np.asarray(fig.subplots(2, len(envs), squeeze=False))
+    for col, env in enumerate(envs):
         for i, m in enumerate(METHODS):
             if not (root / env / f"seed{seeds[0]}" / f"down-{m}" / "summary.json").exists():
                 continue
-            steps, ret = curves_of(root, env, seeds, m)
-            mean, se = ret.mean(0), ret.std(0, ddof=1) / np.sqrt(len(ret))
-            ax.plot(steps, mean, color=f"C{i}", label=f"{NAMES[m]} (n={len(ret)})")
-            ax.fill_between(steps, mean - se, mean + se, color=f"C{i}", alpha=0.2)
-        ax.set(title=env, xlabel="TD3+BC update", ylabel="evaluation return")
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=7)
+            for ax, key in zip(axes[:, col], ("return", "cost"), strict=True):
+                steps, y = curves_of(root, env, seeds, m, key)
+                mean, se = y.mean(0), y.std(0, ddof=1) / np.sqrt(len(y))
+                ax.plot(steps, mean, color=f"C{i}", label=f"{NAMES[m]} (n={len(y)})")
+                ax.fill_between(steps, mean - se, mean + se, color=f"C{i}", alpha=0.2)
+        axes[0, col].set(title=env, ylabel="evaluation return")
+        axes[1, col].set(xlabel="TD3+BC update", ylabel="evaluation cost")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
