@@ -6,13 +6,14 @@
 diagnostic run and listed with its reason in `experiments/DEVIATIONS.md`.
 """
 
-from scpr_jax.config import pipeline_config
+from scpr_jax import methods
+from scpr_jax.config import apply_overrides, pipeline_config
 
 TABLE1_METHODS = ("oracle", "task-only", "sopl", "rc", "safe-vpl", "safe-cpl")
 
-# task -> {"section.key": value} on top of the small preset (see experiments/DEVIATIONS.md)
+# task -> "--set"-style overrides of the small preset (see experiments/DEVIATIONS.md)
 SMALL = {
-    "ball-run": {"downstream.oracle_cost_weight": 1.0, "td3bc.oracle.bc_alpha": 50.0},
+    "ball-run": ["downstream.oracle_cost_weight=1.0", "td3bc.oracle.bc_alpha=50.0"],
 }
 STEPS = {"ball-run": 8000}  # TD3+BC updates of every method (small preset: 3000)
 
@@ -22,12 +23,7 @@ def get_config(arg: str = "ball-run,small"):
     cfg = pipeline_config(task, preset or "small")
     cfg.methods = TABLE1_METHODS
     if cfg.preset == "small":
-        for key, value in SMALL.get(task, {}).items():
-            *path, name = key.split(".")
-            node = cfg
-            for part in path:
-                node = node[part]
-            node[name] = value
-        for m in TABLE1_METHODS:
-            cfg.td3bc[m.replace("-", "_")].steps = STEPS.get(task, cfg.td3bc.oracle.steps)
+        steps = [f"td3bc.{methods.get(m).section}.steps={STEPS[task]}" for m in TABLE1_METHODS
+                 if task in STEPS]  # fmt: skip
+        apply_overrides(cfg, SMALL.get(task, []) + steps)
     return cfg

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from scpr_jax import cli, stats
+from scpr_jax import cli, methods, stats
 from scpr_jax.config import load_config
 from scpr_jax.envs import TASKS
 from scpr_jax.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from scpr_jax.stages.fingerprint import flatten
 from scpr_jax.stages.sweep import parse_seeds
 
 METHODS = ("oracle", "task-only", "sopl", "rc", "safe-vpl", "safe-cpl")
@@ -218,22 +219,16 @@ def curves_figure(root: Path, envs, seeds) -> bytes:
     return buf.getvalue()
 
 
-def _flat(cfg, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        out |= _flat(v, f"{prefix}{k}.") if hasattr(v, "items") else {f"{prefix}{k}": v}
-    return out
-
-
 def deviations(config: str, envs) -> str:
     """Markdown: every setting of ``config``'s CPU preset that differs from its paper
     preset, per env (downstream sections of the methods that Table 1 compares only)."""
     lines = ["# Table 1: CPU preset vs paper preset, setting by setting", "",
              f"Generated from `{config}` (`<env>,small` against `<env>,paper`); the reasons "
              "for the per-environment changes are in `experiments/DEVIATIONS.md`.", ""]  # fmt: skip
+    sections = {methods.get(m).section for m in METHODS}
     for env in envs:
-        small, paper = (_flat(load_config(f"{config}:{env},{p}")) for p in ("small", "paper"))
-        sections = {m.replace("-", "_") for m in METHODS}
+        small, paper = (flatten(load_config(f"{config}:{env},{p}").to_dict())
+                        for p in ("small", "paper"))  # fmt: skip
         keep = [k for k in small if small[k] != paper.get(k) and not k.startswith("td3.")
                 and (not k.startswith("td3bc.") or k.split(".")[1] in sections)]  # fmt: skip
         lines += [f"## {env}", "", "| Setting | Paper preset | CPU preset |", "|---|---|---|"]
