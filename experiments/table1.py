@@ -5,17 +5,18 @@
 
 Each (environment, upstream seed) is one run directory ``<root>/<env>/seed<s>`` of the
 `scpr run` pipeline (its own D_tau, crowd labels, skills and reward models; the downstream
-seeds vmapped inside it), so a stopped experiment resumes where it stopped. Cells pool the
-runs (upstream x downstream seeds): rewards are normalised per upstream seed by that seed's
-Oracle mean return and costs by its Task-Only mean cost, then summarised by mean +- SE and
-the IQM with a 95% stratified-bootstrap interval (`scpr_jax.stats`). Writes
-``<out>/table1.{md,json,png}`` with the machine, commit, command and wall time per env.
+seeds vmapped inside it), so a stopped experiment resumes where it stopped. ``--envs`` and
+``--seeds`` choose what to run; the table holds every finished upstream seed of every env
+under ``--root``. Cells pool the runs (upstream x downstream seeds): rewards are normalised
+per upstream seed by that seed's Oracle mean return and costs by its Task-Only mean cost,
+then summarised by mean +- SE and the IQM with a 95% stratified-bootstrap interval
+(`scpr_jax.stats`). Writes ``<out>/table1.{md,json,png}`` with the machine, commit, command
+and wall time per env.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shlex
@@ -25,11 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from scpr_jax import cli, methods, stats
 from scpr_jax.config import load_config
 from scpr_jax.envs import TASKS
+from scpr_jax.report import cells_png, curve_grid_png
 from scpr_jax.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from scpr_jax.stages.fingerprint import flatten
 from scpr_jax.stages.sweep import parse_seeds
@@ -98,6 +99,12 @@ def curves_of(root: Path, env: str, seeds, method: str, key: str = "return"):
     return steps, np.stack(rows)
 
 
+def curves_dict(root: Path, env: str, seeds, method: str) -> dict:
+    """{"step": [T], "return": [runs, T], "cost": [runs, T]} of ``method`` (`curves_of`)."""
+    steps, ret = curves_of(root, env, seeds, method)
+    return {"step": steps, "return": ret, "cost": curves_of(root, env, seeds, method, "cost")[1]}
+
+
 def flatness(returns: np.ndarray) -> float:
     """Relative change of the run-mean return over the last evaluation interval,
     |R_T - R_{T-1}| / max(|R_T|, 1e-8) (0 = flat); nan with fewer than 2 points."""
@@ -120,16 +127,24 @@ def cell(per_seed: list[dict], refs: list[tuple[float, float]], reps: int) -> di
     return out
 
 
-def table(root: Path, envs, seeds, reps: int = 2000) -> dict:
-    """env -> method -> `cell`, normalised per upstream seed by its Oracle / Task-Only."""
+def finished_seeds(root: Path, env: str) -> list[int]:
+    """The upstream seeds of ``env`` whose run has its report (every method finished)."""
+    found = [int(p.parent.parent.name.removeprefix("seed"))
+             for p in (root / env).glob("seed*/report/table.json")]  # fmt: skip
+    return sorted(found)
+
+
+def table(root: Path, seeds: dict[str, list[int]], reps: int = 2000) -> dict:
+    """env -> method -> `cell` over env's ``seeds``, normalised per upstream seed by its Oracle
+    / Task-Only."""
     result = {}
-    for env in envs:
-        runs = runs_of(root, env, seeds)
+    for env, env_seeds in seeds.items():
+        runs = runs_of(root, env, env_seeds)
         refs = [(float(np.mean(o["return"])), float(np.mean(t["cost"])))
                 for o, t in zip(runs["oracle"], runs["task-only"], strict=True)]  # fmt: skip
         result[env] = {m: cell(runs[m], refs, reps) for m in METHODS if m in runs}
         for m, c in result[env].items():
-            flat = flatness(curves_of(root, env, seeds, m)[1])
+            flat = flatness(curves_of(root, env, env_seeds, m)[1])
             c["flatness"] = None if np.isnan(flat) else flat  # None: a single evaluation
     return result
 
@@ -147,14 +162,15 @@ def _pct(x: float | None) -> str:
 
 
 def markdown(result: dict, info: dict) -> str:
-    lines = [f"# Table 1 ({info['preset']} preset, upstream seeds {info['seeds']})", "",
+    lines = [f"# Table 1 ({info['preset']} preset)", "",
              f"Command: `{info['command']}`  ", f"Commit: {info['commit']}  ",
              f"Machine: {info['machine']}, load average {info['load_average']}", ""]  # fmt: skip
     for env, cells in result.items():
         wall = sum(info["wall_s"].get(env, {}).values())
         staged = sum(info.get("stage_s", {}).get(env, {}).values())
-        lines += [f"## {env} (wall time {wall / 60:.1f} min of this command's invocations; "
-                  f"the stages recorded {staged / 60:.1f} min)", "",
+        lines += [f"## {env}", "", f"Upstream seeds {info['seeds'][env]}; wall time "
+                  f"{wall / 60:.1f} min of this command's invocations; the stages recorded "
+                  f"{staged / 60:.1f} min.", "",
                   "| Method | Rew (norm) | Cost (norm) | Return (raw) | Cost (raw) | Last Δ "
                   "| Paper |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -166,57 +182,11 @@ def markdown(result: dict, info: dict) -> str:
                          f"{raw} | {_pct(c['flatness'])} | {ref} |")  # fmt: skip
         lines.append("")
     lines.append("Cells: mean ± SE over all runs (upstream x downstream seeds), IQM with its "
-                 "95% stratified-bootstrap interval; normalised per upstream seed. Last Δ: "
+                 "95% stratified-bootstrap interval; normalised per upstream seed. Every finished "
+                 "upstream seed under the run root counts. Last Δ: "
                  "relative change of the mean evaluation return over the last evaluation interval "
                  "(curves: table1_curves.png).")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def figure(result: dict) -> bytes:
-    """Normalised reward vs cost per env (IQM with 95% CI), the paper's values as crosses."""
-    envs = list(result)
-    fig = Figure(figsize=(4.5 * len(envs), 4))
-    for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs, strict=True):
-        for i, (m, c) in enumerate(result[env].items()):
-            if c["rew_norm"] is None or c["cost_norm"] is None:
-                continue
-            x, y = c["cost_norm"], c["rew_norm"]
-            xerr = [[x["iqm"] - x["iqm_ci95"][0]], [x["iqm_ci95"][1] - x["iqm"]]]
-            yerr = [[y["iqm"] - y["iqm_ci95"][0]], [y["iqm_ci95"][1] - y["iqm"]]]
-            ax.errorbar(x["iqm"], y["iqm"], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}",
-                        capsize=3, label=NAMES[m])  # fmt: skip
-            if (paper := PAPER.get(env, {}).get(m)) is not None:
-                ax.plot(paper[1], paper[0], "x", color=f"C{i}", markersize=9)
-        ax.set(title=env, xlabel="cost / Task-Only cost", ylabel="return / Oracle return")
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=8, title="o ours (IQM, 95% CI), x paper")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def curves_figure(root: Path, envs, seeds) -> bytes:
-    """Evaluation return (top) and cost (bottom) vs update step per env and method, mean +-
-    SE over all runs."""
-    fig = Figure(figsize=(4.5 * len(envs), 6.4))
-    axes = np.asarray(fig.subplots(2, len(envs), squeeze=False))
-    for col, env in enumerate(envs):
-        for i, m in enumerate(METHODS):
-            if not (root / env / f"seed{seeds[0]}" / f"down-{m}" / "summary.json").exists():
-                continue
-            for ax, key in zip(axes[:, col], ("return", "cost"), strict=True):
-                steps, y = curves_of(root, env, seeds, m, key)
-                mean, se = y.mean(0), y.std(0, ddof=1) / np.sqrt(len(y))
-                ax.plot(steps, mean, color=f"C{i}", label=f"{NAMES[m]} (n={len(y)})")
-                ax.fill_between(steps, mean - se, mean + se, color=f"C{i}", alpha=0.2)
-        axes[0, col].set(title=env, ylabel="evaluation return")
-        axes[1, col].set(xlabel="TD3+BC update", ylabel="evaluation cost")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def deviations(config: str, envs) -> str:
@@ -267,16 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()  # fmt: skip
     info = {"command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "commit": commit, "preset": args.preset, "seeds": list(seeds), "wall_s": wall,
+            "commit": commit, "preset": args.preset, "wall_s": wall,
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
             "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-    info["stage_s"] = {env: stage_seconds(Path(args.root), env, seeds) for env in envs}
-    result = table(Path(args.root), envs, seeds, args.reps)
+    root = Path(args.root)
+    done = {env: s for env in TASKS if (s := finished_seeds(root, env))}  # every finished seed
+    info["seeds"] = done
+    info["stage_s"] = {env: stage_seconds(root, env, s) for env, s in done.items()}
+    result = table(root, done, args.reps)
     atomic_write_json(info_path, {"info": info, "table": result, "paper": PAPER})
     atomic_write_text(out / "table1.md", markdown(result, info))
-    atomic_write_bytes(out / "table1.png", figure(result))
-    atomic_write_bytes(out / "table1_curves.png", curves_figure(Path(args.root), envs, seeds))
-    atomic_write_text(out / "table1_deviations.md", deviations(args.config, envs))
+    atomic_write_bytes(out / "table1.png", cells_png(result, NAMES, PAPER))
+    curves = {
+        env: {m: curves_dict(root, env, s, m) for m in result[env]} for env, s in done.items()
+    }
+    atomic_write_bytes(out / "table1_curves.png", curve_grid_png(curves, NAMES))
+    atomic_write_text(out / "table1_deviations.md", deviations(args.config, list(done)))
     print(markdown(result, info))
     return 0
 

@@ -96,6 +96,55 @@ def scatter_png(table: Mapping[str, Any], title: str) -> bytes:
     return _png(fig)
 
 
+def cells_png(cells: Mapping[str, Mapping[str, Any]], names: Mapping[str, str],
+              paper: Mapping[str, Mapping[str, tuple]] | None = None) -> bytes:  # fmt: skip
+    """One panel per env: normalised reward vs cost of each method (IQM with its 95% CI),
+    ``paper``'s (reward, cost) as crosses. cells: env -> method -> cell with ``rew_norm`` /
+    ``cost_norm`` summaries (`stats.summary`, or None)."""
+    envs, paper = list(cells), paper or {}
+    fig = Figure(figsize=(4.5 * len(envs), 4))
+    for ax, env in zip(np.atleast_1d(fig.subplots(1, len(envs))), envs, strict=True):
+        for i, (m, c) in enumerate(cells[env].items()):
+            if c["rew_norm"] is None or c["cost_norm"] is None:
+                continue
+            x, y = c["cost_norm"], c["rew_norm"]
+            xerr = [[x["iqm"] - x["iqm_ci95"][0]], [x["iqm_ci95"][1] - x["iqm"]]]
+            yerr = [[y["iqm"] - y["iqm_ci95"][0]], [y["iqm_ci95"][1] - y["iqm"]]]
+            ax.errorbar(x["iqm"], y["iqm"], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}",
+                        capsize=3, label=names.get(m, m))  # fmt: skip
+            if (ref := paper.get(env, {}).get(m)) is not None:
+                ax.plot(ref[1], ref[0], "x", color=f"C{i}", markersize=9)
+        ax.set(title=env, xlabel="cost / Task-Only cost", ylabel="return / Oracle return")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=8, title="o ours (IQM, 95% CI), x paper")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curve_grid_png(curves: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                   names: Mapping[str, str]) -> bytes:  # fmt: skip
+    """Evaluation return (top row) and cost (bottom) vs update per env, mean +- SE over runs.
+    curves: env -> method -> {"step": [T], "return": [runs, T], "cost": [runs, T]}."""
+    envs = list(curves)
+    fig = Figure(figsize=(4.5 * len(envs), 6.4))
+    axes = np.asarray(fig.subplots(2, len(envs), squeeze=False))
+    for col, env in enumerate(envs):
+        for i, (m, c) in enumerate(curves[env].items()):
+            for ax, key in zip(axes[:, col], ("return", "cost"), strict=True):
+                y = np.asarray(c[key], np.float64)
+                mean = y.mean(0)
+                se = y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
+                ax.plot(c["step"], mean, color=f"C{i}", label=f"{names.get(m, m)} (n={len(y)})")
+                ax.fill_between(c["step"], mean - se, mean + se, color=f"C{i}", alpha=0.2)
+        axes[0, col].set(title=env, ylabel="evaluation return")
+        axes[1, col].set(xlabel="update", ylabel="evaluation cost")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def write_report(
     out_dir: str | os.PathLike,
     table: Mapping[str, Any],

@@ -37,6 +37,16 @@ def test_a_stage_started_with_other_settings_is_refused_naming_them(tmp_path):
     assert set(record["upstream"]) == {"collect"} and len(record["sha256"]) == 64
 
 
+def test_reward_term_settings_belong_to_the_downstream_stage_only():
+    cfg = _cfg("sopl.combine=standardised", "sopl.weight=1.0")
+    reward, down = fp.own_settings(cfg, "reward-sopl"), fp.own_settings(cfg, "down-sopl")
+    assert "sopl.epochs" in reward and not {"sopl.combine", "sopl.weight"} & set(reward)
+    assert down["sopl.combine"] == "standardised" and down["sopl.weight"] == 1.0
+    assert "sopl.combine" not in fp.own_settings(cfg, "down-rc")
+    with pytest.raises(SettingsError, match=r"sopl.combine='scaled' invalid; must be one of"):
+        validate(_cfg("sopl.combine=scaled"))
+
+
 def test_a_redone_upstream_stage_invalidates_the_stages_built_on_it(tmp_path):
     run = RunDir(tmp_path)
     for stage in ("collect", "label", "vpl", "down-safe-vpl"):

@@ -104,6 +104,11 @@ def test_relabelling_arithmetic():
     # SOPL: r_new + 0.5 * (s_0 - 2.5)
     sopl = training_reward(0.5, trajs.reward, rm.sopl_term(trajs, params, stats))
     np.testing.assert_allclose(sopl, [-0.75, 0.75, 0.25, -0.25], rtol=1e-6)
+    # SOPL standardised, w = 0.25: 0.75 * r_new + 0.25 * (s_0 - 2.5) / sqrt(1.25), as RC(0.25)
+    std = training_reward(0.25, trajs.reward, rm.sopl_term(trajs, params, stats, "standardised"))
+    np.testing.assert_allclose(std, [-0.33541, 0.63820, 0.11180, -0.41459], atol=1e-5)
+    with pytest.raises(ValueError, match=r"sopl.combine='scaled' invalid; must be one of"):
+        rm.sopl_term(trajs, params, stats, "scaled")
     # chunked prediction with a remainder gives the same rewards
     np.testing.assert_allclose(rm.predict_rewards(params, trajs, chunk=3), [1, 2, 3, 4])
 

@@ -63,7 +63,10 @@ def test_table1_runs_resumes_and_writes_md_json_png(tmp_path, capsys):
     dev = (tmp_path / "out" / "table1_deviations.md").read_text()
     assert "## ball-run" in dev and "| `downstream.oracle_cost_weight` | 10.0 | 1.0 |" in dev
     capsys.readouterr()
-    assert table1.main(args) == 0  # resumes: every run is done, nothing is retrained
-    assert json.loads((tmp_path / "out" / "table1.json").read_text())["info"]["wall_s"] == {
-        "ball-run": wall
-    }
+    args[args.index("0:2")] = "1:2"  # resumes seed 1 only: done, nothing is retrained
+    assert table1.main(args) == 0
+    again = json.loads((tmp_path / "out" / "table1.json").read_text())
+    assert again["info"]["wall_s"] == {"ball-run": wall} and again["info"]["seeds"] == {
+        "ball-run": [0, 1]
+    }  # the table still holds every finished seed
+    assert again["table"]["ball-run"]["oracle"]["return"]["n_runs"] == 4

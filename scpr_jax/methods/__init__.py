@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from scpr_jax.methods import oracle, rc, safe_cpl, safe_vpl, sopl, task_only, td3bc_lag
-from scpr_jax.methods.base import TD3BC, Learner, Method, setting
+from scpr_jax.methods.base import TD3BC, Learner, Method, setting, term_options
 
 REGISTRY: dict[str, Method] = {
     m.name: m
@@ -67,6 +67,7 @@ __all__ = [
     "names",
     "online_config",
     "setting",
+    "term_options",
     "td3bc_config",
     "validate_td3_config",
 ]

@@ -28,7 +28,8 @@ TD3BC_LEAVES = {k: k for k in ("beta_reg", "lr", "gamma", "tau", "bc_weight", "t
 TD3_LEAVES = {k: k for k in ("beta_reg", "lr", "gamma", "tau", "target_noise", "noise_clip",
                              "q_scale", "expl_noise")}  # fmt: skip
 
-# term(trajs, stage_dir) -> [N] reward term of every row; stage_dir: the reward stage's directory
+# term(trajs, stage_dir, **options) -> [N] reward term of every row; stage_dir: the reward
+# stage's directory; options: the method's ``term_settings`` by their last name
 Term = Callable[[Any, Path | None], jax.Array]
 
 
@@ -64,6 +65,7 @@ class Method:
     term: Term | None = None  # reward term; None: r_new alone
     reward_stage: str | None = None  # stage directory ``term`` reads (its reward artifact)
     omega: str | None = None  # config setting "section.key" holding the term's weight
+    term_settings: tuple[str, ...] = ()  # further settings the term reads (downstream only)
     online: bool = False  # has an online TD3 variant (`scpr online`)
     online_reward: str = "task"  # online learning reward: "task" r_new, "oracle" r_new - w cost
     online_cost_weight: str | None = None  # config setting of that w (online sweep leaf)
@@ -112,6 +114,11 @@ def setting(cfg: ml_collections.ConfigDict, key: str) -> Any:
     """The value of the config setting ``"section.key"``."""
     section, name = key.split(".")
     return cfg[section][name]
+
+
+def term_options(cfg: ml_collections.ConfigDict, method: Method) -> dict[str, Any]:
+    """The keyword arguments of ``method.term``: its ``term_settings`` by their last name."""
+    return {key.split(".")[-1]: setting(cfg, key) for key in method.term_settings}
 
 
 def zeros_term(trajs, stage_dir=None) -> jax.Array:

@@ -1,5 +1,6 @@
-"""SOPL (PAPER.md 5, privileged): r' = r_new + w (r_psi - mean) with the safety residual r_psi
-fitted next to the users' true task returns (the `reward-sopl` stage's artifact)."""
+"""SOPL (PAPER.md 5, privileged): r_new combined with the safety residual r_psi fitted next to
+the users' true task returns (the `reward-sopl` stage's artifact), by ``sopl.combine``:
+r_new + w (r_psi - mean) or (1 - w) r_new + w (r_psi - mean) / std (`reward_models`)."""
 
 import jax
 
@@ -7,10 +8,10 @@ from scpr_jax.methods.base import Method
 from scpr_jax.skills import reward_models as rm
 
 
-def sopl_term(trajs, stage_dir) -> jax.Array:
-    """r_psi - mean of every row (`reward_models.sopl_term`).  -> [N]."""
+def sopl_term(trajs, stage_dir, combine: str = "centred") -> jax.Array:
+    """SOPL's reward term of every row (`reward_models.sopl_term`).  -> [N]."""
     params = rm.load_reward(stage_dir, "sopl")
-    return rm.sopl_term(trajs, params, rm.reward_stats(params, trajs))
+    return rm.sopl_term(trajs, params, rm.reward_stats(params, trajs), combine)
 
 
 METHOD = Method(
@@ -19,4 +20,5 @@ METHOD = Method(
     term=sopl_term,
     reward_stage="reward-sopl",
     omega="sopl.weight",
+    term_settings=("sopl.combine",),
 )

@@ -13,13 +13,18 @@ Downstream the offline data D_tau is relabelled as r' = r_new + omega * term (th
 `rc_term` / `sopl_term`, kept apart from r_new so that omega can be a vmapped sweep axis):
 
     RC(omega): r' = (1 - omega) * r_new + omega * (r_hat - mean) / std   (term r_hat_std - r_new)
-    SOPL:      r' = r_new + w * (r_psi - mean),   w = 0.5               (term r_psi - mean)
+    SOPL, sopl.combine = "centred" (default):
+               r' = r_new + w * (r_psi - mean),   w = 0.5               (term r_psi - mean)
+    SOPL, sopl.combine = "standardised":
+               r' = (1 - w) * r_new + w * (r_psi - mean) / std          (term r_psi_std - r_new)
 
-Our reading of SOPL's "combined with r_new at weight 0.5 (mean-centred)": r_new keeps weight 1
-and only the residual is scaled by 0.5 after subtracting its mean over D_tau. It is not
-standardised because the task-return offset in the logit already puts r_psi in the units of
-r_user (standardising would discard that calibration). The paper gives no L2 term for SOPL,
-so its ``l2_weight`` defaults to 0. Mean and std are taken over all rows of D_tau.
+Two readings of SOPL's "combined with r_new at weight 0.5 (mean-centred)". "centred": r_new
+keeps weight 1 and the residual, already in r_user units through the task-return offset in the
+logit, is scaled by w. "standardised": RC's convex combination. With deterministic labels the
+BT fit makes r_psi only as large as flipping the safety-decided pairs needs (0.56 per unsafe
+step on Ball-Run, not K = 10: `experiments/results/diagnostics/ball-run-sopl.md`), so the
+"r_user units" calibration of the first reading does not hold. The paper gives no L2 term for
+SOPL, so its ``l2_weight`` defaults to 0. Mean and std are taken over all rows of D_tau.
 
 Pair batches: obs1, obs2 [B, L, obs] (the goal, if present, is sliced off), act1, act2
 [B, L, act], y [B], and for SOPL task_return1, task_return2 [B].
@@ -48,6 +53,7 @@ from scpr_jax.optim import ADAM, adam_step
 from scpr_jax.skills import losses
 
 KINDS = ("rc", "sopl")
+COMBINES = ("centred", "standardised")  # how SOPL's residual joins r_new (module docstring)
 PRESETS = ("paper", "small")
 
 
@@ -115,7 +121,9 @@ def reward_config(preset: str, kind: str) -> ml_collections.ConfigDict:
     cfg.epochs = 1000 if preset == "paper" else 50  # passes over the pooled training pairs
     cfg.chunk = 1000 if preset == "paper" else 250  # updates per jitted lax.scan
     cfg.l2_weight = 0.1 if kind == "rc" else 0.0  # weight of mean r^2 (paper: RC only)
-    cfg.weight = 0.5  # RC: omega; SOPL: weight of the centred residual
+    cfg.weight = 0.5  # RC: omega; SOPL: weight of the residual
+    if kind == "sopl":
+        cfg.combine = "centred"  # "centred" or "standardised" (module docstring)
     return cfg.lock()
 
 
@@ -130,6 +138,7 @@ def validate_reward_config(cfg: ml_collections.ConfigDict) -> None:
         "chunk": (cfg.chunk >= 1, ">= 1"),
         "l2_weight": (cfg.l2_weight >= 0, ">= 0"),
         "weight": (0.0 <= cfg.weight <= 1.0, "in [0, 1]"),
+        "combine": (cfg.get("combine", "centred") in COMBINES, f"one of {COMBINES}"),
     }
     for field, (ok, allowed) in rules.items():
         if not ok:
@@ -254,9 +263,17 @@ def rc_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> ja
     return r_hat - trajs.reward
 
 
-def sopl_term(trajs: Trajectories, params: RewardParams, stats: RewardStats) -> jax.Array:
-    """SOPL's centred residual r_psi - mean of every row, so r' = r_new + w * term.  -> [N]."""
-    return predict_rewards(params, trajs) - stats.mean
+def sopl_term(
+    trajs: Trajectories, params: RewardParams, stats: RewardStats, combine: str = "centred"
+) -> jax.Array:
+    """SOPL's term of every row, r' = r_new + w * term: r_psi - mean ("centred") or
+    (r_psi - mean) / std - r_new ("standardised").  -> [N]."""
+    centred = predict_rewards(params, trajs) - stats.mean
+    if combine == "centred":
+        return centred
+    if combine == "standardised":
+        return centred / jnp.maximum(stats.std, 1e-6) - trajs.reward
+    raise ValueError(f"sopl.combine={combine!r} invalid; must be one of {COMBINES}")
 
 
 def save_reward(directory, params: RewardParams, kind: str) -> None:

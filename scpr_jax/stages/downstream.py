@@ -26,7 +26,7 @@ from scpr_jax.bridge.rollout import host_map
 from scpr_jax.downstream.offline import act
 from scpr_jax.envs import make_task
 from scpr_jax.evaluation import downstream_returns_fn, normalised_table, table_markdown
-from scpr_jax.methods import Method, setting
+from scpr_jax.methods import Method, setting, term_options
 from scpr_jax.report import write_report
 from scpr_jax.runs import RunDir, atomic_write_json
 from scpr_jax.skill import Skill, execute, identity_skill
@@ -48,7 +48,7 @@ def method_reward(run: RunDir, cfg: ml_collections.ConfigDict, method: Method, t
         return trajs.reward, jnp.zeros_like(trajs.reward), 0.0
     stage_dir = run.root / method.reward_stage if method.reward_stage else None
     omega = float(setting(cfg, method.omega)) if method.omega else 1.0
-    return trajs.reward, method.term(trajs, stage_dir), omega
+    return trajs.reward, method.term(trajs, stage_dir, **term_options(cfg, method)), omega
 
 
 def rollout_fn(cfg: ml_collections.ConfigDict, n_episodes: int, interval: int = 1,

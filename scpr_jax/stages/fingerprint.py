@@ -62,7 +62,7 @@ def _downstream_stages(key: str) -> tuple[str, ...]:
             out += [f"{p}-{m.name}" for p in prefixes]
         elif (top, section) in (("td3bc", m.section), ("td3", m.section)):
             out.append(f"{'down' if top == 'td3bc' else 'online'}-{m.name}")
-        elif key == m.omega:  # the weight of its reward term (rc.weight, ...)
+        elif key == m.omega or key in m.term_settings:  # its reward term's weight, options
             out.append(f"down-{m.name}")
     return tuple(out)
 
@@ -72,6 +72,8 @@ def _stages_of(key: str) -> tuple[str, ...]:
     top = key.partition(".")[0]
     if top in EVERY_STAGE:
         return ("collect",)  # everything downstream of collect depends on it too
+    if any(key == m.omega or key in m.term_settings for m in methods.REGISTRY.values()):
+        return _downstream_stages(key)  # read downstream only (rc.weight, sopl.combine)
     return SECTIONS.get(top, ()) + _downstream_stages(key)
 
 
