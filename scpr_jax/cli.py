@@ -10,8 +10,10 @@ import sys
 import jax
 
 from scpr_jax import stages as lib
+from scpr_jax.bridge.registry import bridged_names
 from scpr_jax.config import apply_overrides, load_config, validate
 from scpr_jax.demo import run_demo
+from scpr_jax.downstream.online import check_jax_env
 from scpr_jax.envs import TASKS, env_names
 from scpr_jax.errors import ScprError
 from scpr_jax.runs import RunDir, atomic_write_json, read_json
@@ -23,14 +25,18 @@ from scpr_jax.train.distributed import maybe_initialize
 def _cmd_envs(args: argparse.Namespace) -> int:
     for name in env_names():
         print(name)
+    for name in bridged_names():  # the real simulators, stepped on the host
+        print(name)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     tasks = args.envs.split(",") if args.envs else list(TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
+    real = list(dict.fromkeys(n.partition("/")[0] for n in bridged_names()))  # real:<task>
+    unknown = [t for t in tasks if t not in TASKS and t not in real]
     if unknown:
-        print(f"error: unknown task(s) {unknown}; valid: {', '.join(TASKS)}", file=sys.stderr)
+        valid = ", ".join([*TASKS, *real])
+        print(f"error: unknown task(s) {unknown}; valid: {valid}", file=sys.stderr)
         return 2
     print(f"Random policy, downstream form, {args.n_envs} copies x {args.episodes} episode(s):")
     run_demo(
@@ -56,10 +62,12 @@ def _pipeline_args(p: argparse.ArgumentParser, set_help: str = "") -> None:
     )
 
 
-def _setup(args: argparse.Namespace):
+def _setup(args: argparse.Namespace, online: bool = False):
     cfg = load_config(args.config, args.env, args.preset)
     cfg = apply_overrides(cfg, args.set)
     validate(cfg)
+    if online:  # refused before anything is written
+        check_jax_env(cfg.env)
     workdir = args.workdir or f"runs/{cfg.env.replace(':', '-')}-{cfg.preset}"
     run = RunDir(workdir)
     run.lock()  # one writer per run directory, for the command's life
@@ -76,7 +84,7 @@ def _cmd_stage(*stages: str):
     """A command running ``stages``; "upstream" expands to what ``cfg.methods`` need."""
 
     def cmd(args: argparse.Namespace) -> int:
-        cfg, run = _setup(args)
+        cfg, run = _setup(args, online="online" in stages)
 
         def expand(stage: str) -> list[str]:  # only the command's own: online checks its env
             if stage.startswith("upstream"):
@@ -97,7 +105,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     args.set, axes = split_sets(args.set, args.stage, base)  # one value: a plain override
     axes += args.sweep
     parse_axes(axes, args.stage, base)
-    cfg, run = _setup(args)
+    cfg, run = _setup(args, online=args.stage.startswith("online-"))
     run_sweep(run, cfg, args.stage, seeds, axes)
     return 0
 
@@ -123,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stage("collect", "label"))
 
     p = sub.add_parser("demo", help="random-policy rollouts in every environment")
-    p.add_argument("--envs", default="", help="comma-separated tasks (default: all six)")
+    p.add_argument(
+        "--envs",
+        default="",
+        help="comma-separated tasks (default: the six JAX-native "
+        "ones; real:<task> steps the real simulator on the host)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=4)
     p.add_argument("--episodes", type=int, default=1)

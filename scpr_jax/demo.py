@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scpr_jax.envs import make
+from scpr_jax.envs.registry import REAL
 
 
 def random_rollout(env, params, key: jax.Array, n_envs: int, n_steps: int) -> dict:
@@ -38,15 +39,42 @@ def random_rollout(env, params, key: jax.Array, n_envs: int, n_steps: int) -> di
     }
 
 
+def host_random_rollout(name: str, key: jax.Array, n_envs: int, episodes: int) -> dict:
+    """`random_rollout` on a ``real:`` simulator: ``n_envs * episodes`` episodes on the host."""
+    from scpr_jax.bridge import make as make_bridged  # the simulators load only when asked
+    from scpr_jax.bridge.rollout import episode_returns
+
+    env = make_bridged(name, n_envs=n_envs)
+    try:
+        k_policy, k_env = jax.random.split(key)
+        size = env.action_size
+
+        calls = [0]  # one fresh key per policy call: deterministic given the seed
+
+        def policy(episode, obs):
+            calls[0] += 1
+            k = jax.random.fold_in(k_policy, calls[0])
+            return jax.random.uniform(k, (len(episode), size), minval=-1, maxval=1)
+
+        ret, cost = episode_returns(env, k_env, env.default_params(), policy, n_envs * episodes)
+    finally:
+        env.close()
+    return {"episodes": len(ret), "return": ret, "cost": cost}
+
+
 def run_demo(env_names: list[str], seed: int = 0, n_envs: int = 8, episodes: int = 1) -> dict:
-    """Rolls out each environment's downstream form; prints return and cost per episode."""
+    """Rolls out each environment's downstream form (``real:`` names on the host simulators);
+    prints return and cost per episode."""
     results = {}
     for name in env_names:
         t0 = time.perf_counter()
-        env = make(name)
-        params = env.default_params()
-        n_steps = int(params.max_steps) * episodes
-        out = random_rollout(env, params, jax.random.PRNGKey(seed), n_envs, n_steps)
+        if name.startswith(REAL):
+            out = host_random_rollout(name, jax.random.PRNGKey(seed), n_envs, episodes)
+        else:
+            env = make(name)
+            params = env.default_params()
+            n_steps = int(params.max_steps) * episodes
+            out = random_rollout(env, params, jax.random.PRNGKey(seed), n_envs, n_steps)
         rets = ", ".join(
             f"{r:.1f}/{c:.0f}" for r, c in zip(out["return"], out["cost"], strict=True)
         )

@@ -8,6 +8,7 @@ relabelling fields.
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -122,4 +123,18 @@ def test_main_job_end_to_end_on_the_real_simulator(tmp_path, capsys):
     online = tmp_path / "online"
     assert cli.main(["online", "--env", "real:ball-run", "--workdir", str(online)]) == 2
     assert "host-side real simulator 'real:ball-run'" in capsys.readouterr().err
-    assert not (online / "collect").exists()
+    assert not online.exists()  # refused before the run directory or its config.json
+    sweep = ["sweep", "--env", "real:ball-run", "--stage", "online-safe-vpl", "--workdir"]
+    assert cli.main([*sweep, str(online)]) == 2 and not online.exists()
+    capsys.readouterr()
+
+
+def test_envs_and_demo_name_the_real_simulators(capsys):
+    assert cli.main(["envs"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "ball-run/crowd" in names and "real:ball-run/downstream" in names
+    assert len([n for n in names if n.startswith("real:")]) == 12
+    assert cli.main(["demo", "--envs", "real:ball-run", "--n-envs", "2"]) == 0
+    assert re.search(r"real:ball-run/downstream +2 episodes", capsys.readouterr().out)
+    assert cli.main(["demo", "--envs", "real:ball-jump"]) == 2
+    assert "real:ball-run" in capsys.readouterr().err  # the valid names, real ones too

@@ -1,4 +1,4 @@
-"""What every pipeline stage shares: RNG streams, skip-if-done, progress bars, loading."""
+"""What every pipeline stage shares: RNG streams, skip-if-done, progress, loading."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
 from scpr_jax.data import storage
 from scpr_jax.errors import NonFiniteError
+from scpr_jax.progress import progress
 from scpr_jax.runs import RunDir, is_writer
 
 STREAMS = {  # fold_in id of each stage's RNG stream (fixed: changing one changes results)
@@ -69,19 +69,13 @@ def fmt(values) -> str:
 
 
 @contextmanager
-def progress_bar(desc: str, total: int, shown: tuple[str, ...] = ()) -> Iterator[Callable]:
-    """A tqdm bar as the ``progress(step, total, metrics)`` callback of `train_loop`
-    (``total`` 0: taken from the first callback)."""
-    # only process 0 of a multi-host run shows bars (the others' would repeat them)
-    with tqdm(total=int(total) or None, desc=desc, mininterval=2, disable=not is_writer()) as bar:
-
-        def update(step: int, step_total: int, metrics: dict) -> None:
-            if bar.total != step_total:
-                bar.total = step_total
-            bar.update(step - bar.n)
-            if shown:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in shown})
-
+def progress_bar(desc: str, total: int, shown: tuple[str, ...] = (), unit: str = "it"
+                 ) -> Iterator[Callable]:  # fmt: skip
+    """The ``progress(step, total, metrics)`` callback of `train_loop`: a bar on a terminal,
+    plain lines in a log (`scpr_jax.progress`); ``total`` is only a label here."""
+    del total  # train_loop passes the total with every update
+    # only process 0 of a multi-host run shows progress (the others' would repeat it)
+    with progress(desc, unit, shown, enabled=is_writer()) as update:
         yield update
 
 

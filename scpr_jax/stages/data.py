@@ -10,13 +10,12 @@ import time
 
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
 from scpr_jax.data import collect as collect_lib
 from scpr_jax.data import preferences, storage, theory, value
 from scpr_jax.envs import make_task
-from scpr_jax.runs import RunDir, atomic_write_json, is_writer
-from scpr_jax.stages.common import check_finite, fmt, load_data, skip, stage_key
+from scpr_jax.runs import RunDir, atomic_write_json
+from scpr_jax.stages.common import check_finite, fmt, load_data, progress_bar, skip, stage_key
 from scpr_jax.train.loop import Checkpoints
 
 
@@ -45,17 +44,12 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     env_name = f"{cfg.env}/downstream"  # collect builds it (real:<task>: on the host)
     total = int(cfg.collect.total_steps)
     t0 = time.perf_counter()
-    quiet = not is_writer()  # only process 0 of a multi-host run shows the bar
-    with tqdm(total=total, desc="[collect] transitions", unit="tr", disable=quiet) as bar:
-
-        def progress(done, metrics):
-            bar.update(done - bar.n)
-            shown = ("episode_return", "cost", "penalty")
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in shown})
-
+    shown = ("episode_return", "cost", "penalty")
+    with progress_bar("[collect] transitions", total, shown, unit="tr") as bar:
         trajs, summary = collect_lib.collect(
-            stage_key(cfg, "collect"), env_name, cfg.collect, progress, workdir=out
-        )
+            stage_key(cfg, "collect"), env_name, cfg.collect,
+            lambda done, metrics: bar(done, total, metrics), workdir=out,
+        )  # fmt: skip
     fields = {f: getattr(trajs, f) for f in ("obs", "action", "reward", "cost", "next_obs")}
     check_finite("collect", {**fields, "info": trajs.info},
                  "the collector diverged (e.g. collect.lr too high): ")  # fmt: skip
