@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tqdm.auto import tqdm
+
 from scpr_jax.errors import SettingsError
 
 MODES = ("auto", "bar", "lines", "off")
@@ -59,7 +61,6 @@ class Lines:
         now = self.clock()
         if self.first is None:  # the first update's time includes compilation: rate from here
             self.first = (now, step)
-            self.start = now
         done = total and step >= total
         if not done and now - self.last_print < self.every:
             return
@@ -72,10 +73,13 @@ class Lines:
             if total and not done:
                 parts.append(f"ETA {_eta((total - step) / rate)}")
         if done:
-            parts.append(f"done in {_eta(now - self.start)}")
+            parts.append(f"done in {_eta(now - t0)}")
         shown = ", ".join(f"{k}={v:.3g}" for k, v in (metrics or {}).items())
         print(", ".join(parts) + (f" ({shown})" if shown else ""), file=self.out or sys.stdout,
               flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        pass
 
 
 class Bar:
@@ -85,8 +89,6 @@ class Bar:
         self.desc, self.unit, self.bar = desc, unit, None
 
     def update(self, step: int, total: int, metrics: dict | None = None) -> None:
-        from tqdm.auto import tqdm
-
         if self.bar is None:  # opened at the first update: a restored stage shows nothing
             self.bar = tqdm(total=int(total) or None, desc=self.desc, unit=self.unit,
                             mininterval=2)  # fmt: skip
@@ -118,5 +120,4 @@ def progress(desc: str, unit: str = "it", shown: tuple[str, ...] = (), enabled: 
     try:
         yield update
     finally:
-        if isinstance(sink, Bar):
-            sink.close()
+        sink.close()

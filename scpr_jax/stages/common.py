@@ -69,11 +69,9 @@ def fmt(values) -> str:
 
 
 @contextmanager
-def progress_bar(desc: str, total: int, shown: tuple[str, ...] = (), unit: str = "it"
-                 ) -> Iterator[Callable]:  # fmt: skip
+def progress_bar(desc: str, shown: tuple[str, ...] = (), unit: str = "it") -> Iterator[Callable]:
     """The ``progress(step, total, metrics)`` callback of `train_loop`: a bar on a terminal,
-    plain lines in a log (`scpr_jax.progress`); ``total`` is only a label here."""
-    del total  # train_loop passes the total with every update
+    plain lines in a log (`scpr_jax.progress`)."""
     # only process 0 of a multi-host run shows progress (the others' would repeat it)
     with progress(desc, unit, shown, enabled=is_writer()) as update:
         yield update

@@ -45,7 +45,7 @@ def run_collect(run: RunDir, cfg: ml_collections.ConfigDict) -> dict:
     total = int(cfg.collect.total_steps)
     t0 = time.perf_counter()
     shown = ("episode_return", "cost", "penalty")
-    with progress_bar("[collect] transitions", total, shown, unit="tr") as bar:
+    with progress_bar("[collect] transitions", shown, unit="tr") as bar:
         trajs, summary = collect_lib.collect(
             stage_key(cfg, "collect"), env_name, cfg.collect,
             lambda done, metrics: bar(done, total, metrics), workdir=out,

@@ -113,7 +113,7 @@ def run_method(
         return {"return": ret.mean(-1), "cost": cost.mean(-1)}
 
     out = run.stage(stage)
-    with progress_bar(f"[{stage}] TD3+BC updates", td3.steps, ("eval/return", "eval/cost")) as bar:
+    with progress_bar(f"[{stage}] TD3+BC updates", ("eval/return", "eval/cost")) as bar:
         state = method.learner.train(
             stage_key(cfg, method.stream), data, td3, out, seeds=seeds, evaluate=evaluate,
             eval_every=int(td3.eval_every), progress=bar, omega=omega,

@@ -50,7 +50,7 @@ def run_online_method(
 
     weight = float(setting(cfg, method.online_cost_weight)) if method.online_cost_weight else 0.0
     shown = ("eval/return", "eval/cost", "episode_return")
-    with progress_bar(f"[{stage}] TD3 env steps", td3.steps, shown) as bar:
+    with progress_bar(f"[{stage}] TD3 env steps", shown) as bar:
         state = train_online(
             stage_key(cfg, "online"), cfg.env, skill, td3, run.stage(stage), seeds=seeds,
             reward=method.online_reward, cost_weight=weight,

@@ -36,11 +36,11 @@ def vpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
     task = make_task(cfg.env)
     trajs, prefs = load_data(run, cfg, "label")
     out = run.stage("vpl")
-    with progress_bar("[vpl] VAE updates", cfg.vae.steps, ("accuracy",)) as bar:
+    with progress_bar("[vpl] VAE updates", ("accuracy",)) as bar:
         vae_state, vae_summary = train_vae(
             stage_key(cfg, "vae"), trajs, prefs, task, cfg.vae, out / "vae", bar
         )
-    with progress_bar("[vpl] IQL updates", cfg.iql.steps) as bar:
+    with progress_bar("[vpl] IQL updates") as bar:
         iql_state = train_skills(
             stage_key(cfg, "iql"), trajs, task, vae_state.params, model_config(cfg.vae),
             cfg.iql, out / "iql", bar,
@@ -54,11 +54,11 @@ def cpl_skills(run: RunDir, cfg: ml_collections.ConfigDict):
     task = make_task(cfg.env)
     trajs, prefs = load_data(run, cfg, regret_stage(cfg))
     out = run.stage("cpl")
-    with progress_bar("[cpl] VAE updates", cfg.cpl_vae.steps, ("accuracy",)) as bar:
+    with progress_bar("[cpl] VAE updates", ("accuracy",)) as bar:
         vae_state, vae_summary = train_vae(
             stage_key(cfg, "cpl_vae"), trajs, prefs, task, cfg.cpl_vae, out / "vae", bar
         )
-    with progress_bar("[cpl] decoder updates", cfg.cpl.steps, ("accuracy",)) as bar:
+    with progress_bar("[cpl] decoder updates", ("accuracy",)) as bar:
         cpl_state, cpl_summary = train_cpl(
             stage_key(cfg, "cpl"), trajs, prefs, task, vae_state.params,
             model_config(cfg.cpl_vae), cfg.cpl, out / "policy", bar,
@@ -70,7 +70,7 @@ def reward_model(run: RunDir, cfg: ml_collections.ConfigDict, kind: str):
     """Trains (or resumes) the pooled RC or SOPL reward -> (state, summary)."""
     stage = f"reward-{kind}"
     trajs, prefs = load_data(run, cfg, "label")
-    with progress_bar(f"[{stage}] updates", 0, ("loss",)) as bar:
+    with progress_bar(f"[{stage}] updates", ("loss",)) as bar:
         state, summary = train_reward_model(
             stage_key(cfg, stage), trajs, prefs, make_task(cfg.env), cfg[kind],
             run.stage(stage), bar,

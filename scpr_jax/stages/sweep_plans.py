@@ -80,7 +80,7 @@ def frozen_vae(run: RunDir, cfg: ml_collections.ConfigDict, stage: str, trajs, p
         return train_vae.load_vae(run.root / name)
     claim(run, name, cfg)
     config, workdir = cfg[section], run.stage(name)
-    with progress_bar(f"[sweep-{stage}] frozen VAE updates", config.steps) as bar:
+    with progress_bar(f"[sweep-{stage}] frozen VAE updates") as bar:
         key, task = stage_key(cfg, section), make_task(cfg.env)
         state, summary = train_vae.train_vae(key, trajs, prefs, task, config, workdir, bar)
     train_vae.save_vae(workdir, state.params, config)
@@ -95,7 +95,7 @@ def _collect(run: RunDir, cfg: ml_collections.ConfigDict) -> tuple[Init, Train]:
 
     def train(c, members, out):
         total = int(c.total_steps)  # per member
-        with progress_bar("[sweep-collect] transitions", total, ("cost",)) as bar:
+        with progress_bar("[sweep-collect] transitions", ("cost",)) as bar:
             key, progress = stage_key(cfg, "collect"), lambda n, m: bar(n, total, m)
             _, summaries = collect(key, env, c, progress, seeds=members)
         return {k: [s[k] for s in summaries] for k in summaries[0]}
@@ -108,7 +108,7 @@ def _vae(run: RunDir, cfg: ml_collections.ConfigDict) -> tuple[Init, Train]:
     example = batches.set_example(batches.set_data(trajs, prefs, task, "train"), 0)
 
     def train(c, members, out):
-        with progress_bar("[sweep-vae] VAE updates", c.steps, ("accuracy",)) as bar:
+        with progress_bar("[sweep-vae] VAE updates", ("accuracy",)) as bar:
             key = stage_key(cfg, "vae")
             return train_vae.train_vae(key, trajs, prefs, task, c, out, bar, members)[1]
 
@@ -120,7 +120,7 @@ def _reward(kind: str) -> Programs:
         task, (trajs, prefs) = make_task(cfg.env), load_data(run, cfg, "label")
 
         def train(c, members, out):
-            with progress_bar(f"[sweep-{kind}] updates", 0, ("loss",)) as bar:
+            with progress_bar(f"[sweep-{kind}] updates", ("loss",)) as bar:
                 key, fit = stage_key(cfg, f"reward-{kind}"), train_rewards.train_reward_model
                 return fit(key, trajs, prefs, task, c, out, bar, members)[1]
 
@@ -134,7 +134,7 @@ def _cpl(run: RunDir, cfg: ml_collections.ConfigDict) -> tuple[Init, Train]:
     vae_params, vae_config = frozen_vae(run, cfg, "cpl", trajs, prefs)
 
     def train(c, members, out):
-        with progress_bar("[sweep-cpl] decoder updates", c.steps, ("accuracy",)) as bar:
+        with progress_bar("[sweep-cpl] decoder updates", ("accuracy",)) as bar:
             key, fit = stage_key(cfg, "cpl"), train_cpl.train_cpl
             return fit(key, trajs, prefs, task, vae_params, vae_config, c, out, bar, members)[1]
 
@@ -147,7 +147,7 @@ def _iql(run: RunDir, cfg: ml_collections.ConfigDict) -> tuple[Init, Train]:
     vae_params, vae_config = frozen_vae(run, cfg, "iql", trajs, prefs)
 
     def train(c, members, out):
-        with progress_bar("[sweep-iql] IQL updates", c.steps) as bar:
+        with progress_bar("[sweep-iql] IQL updates") as bar:
             key = stage_key(cfg, "iql")
             vpl.train_skills(key, trajs, task, vae_params, vae_config, c, out, bar, members)
         last = json.loads((out / "train.jsonl").read_text().splitlines()[-1])
